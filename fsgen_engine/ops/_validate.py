@@ -1,0 +1,74 @@
+"""Argument checks for the ops. Every error names the argument, the value and the fix."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def _dtype_names(dtypes: Iterable[torch.dtype]) -> str:
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+def check_tensor(op: str, name: str, t, *, ndim: int | Sequence[int] | None = None,
+                 dtypes: Sequence[torch.dtype] | None = None, device: torch.device | None = None) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if t.dim() not in allowed:
+            want = " or ".join(f"{n}-D" for n in allowed)
+            raise ValueError(f"{op}: {name} must be {want}, got shape {tuple(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        raise TypeError(f"{op}: {name} has dtype {str(t.dtype).replace('torch.', '')}; "
+                        f"supported: {_dtype_names(dtypes)} (convert with .to(...))")
+    if device is not None and t.device != device:
+        raise ValueError(f"{op}: {name} is on {t.device} but the other inputs are on {device}; "
+                         f"move it with .to('{device}')")
+
+
+def check_last_dim_contiguous(op: str, name: str, t: torch.Tensor) -> None:
+    if t.numel() > 0 and t.stride(-1) != 1:
+        raise ValueError(f"{op}: {name} must have stride 1 along its last dimension (got strides {t.stride()}); "
+                         f"pass {name}.contiguous()")
+
+
+def check_nonempty(op: str, name: str, t: torch.Tensor, dim: int) -> None:
+    if t.shape[dim] == 0:
+        raise ValueError(f"{op}: {name} has size 0 along dim {dim} (shape {tuple(t.shape)}); it must be non-empty")
+
+
+def per_row(op: str, name: str, value, batch: int, device: torch.device, *, lo: float | None = None,
+            hi: float | None = None, lo_open: bool = False, integer: bool = False, hint: str = "") -> torch.Tensor:
+    """Turn a scalar or a ``[B]`` tensor/sequence into a validated ``[B]`` float32 (or int64) tensor.
+
+    Validation of tensor values needs one host sync; it happens once per call, outside any kernel.
+    """
+    dtype = torch.int64 if integer else torch.float32
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0:
+            value = value.reshape(1).expand(batch)
+        if value.dim() != 1 or value.shape[0] != batch:
+            raise ValueError(f"{op}: {name} must be a scalar or a [B]={batch} tensor, got shape {tuple(value.shape)}")
+        t = value.to(device=device, dtype=dtype)
+    elif isinstance(value, (list, tuple)):
+        if len(value) != batch:
+            raise ValueError(f"{op}: {name} has {len(value)} values but the batch has {batch} rows")
+        t = torch.tensor(value, dtype=dtype, device=device)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        t = torch.full((batch,), value, dtype=dtype, device=device)
+    else:
+        raise TypeError(f"{op}: {name} must be a number or a [B] tensor, got {type(value).__name__}")
+    bad = ~torch.isfinite(t.float()) if not integer else torch.zeros_like(t, dtype=torch.bool)
+    if lo is not None:
+        bad |= (t <= lo) if lo_open else (t < lo)
+    if hi is not None:
+        bad |= t > hi
+    if bool(bad.any()):
+        first = t[bad][0].item()
+        rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise ValueError(f"{op}: {name}={first} is out of range {rng}{'; ' + hint if hint else ''}")
+    return t

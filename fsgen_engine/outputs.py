@@ -1,0 +1,161 @@
+"""What a generation returns, and the per-token trace every analysis is recomputed from.
+
+Trace files (``--out traces.jsonl``) hold one JSON object per generation: ``GenerationOutput.to_dict()``.
+The trace is stored by column (one list per field) to keep files small.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Iterator
+
+# Where an emitted token came from.
+SOURCES = (
+    "small",       # System 1 token, the router did not fire (or method=small)
+    "large",       # System 2 token (method=large, oracle, or a speculative correction/bonus)
+    "fused",       # token from fused logits (contrastive / proxy) after the router fired
+    "draft",       # accepted speculative draft token
+    "rollback",    # BiLD: the large model's token replacing a rolled-back small token
+)
+
+
+@dataclass
+class TraceStep:
+    """One emitted token.
+
+    position: index of the token in the generated continuation (0-based).
+    small_entropy / small_max_prob / small_margin: statistics of System 1's distribution at this
+        step (nats; probabilities); NaN when System 1 did not run for this token (method=large).
+    routed: whether System 2 was called for this token (router fired / verification covered it).
+    token: the emitted token id.
+    small_argmax: System 1's greedy token at this step (-1 when it did not run).
+    large_argmax: System 2's greedy token at this step, -1 when System 2 did not run.
+    source: one of SOURCES.
+    """
+
+    position: int
+    small_entropy: float
+    small_max_prob: float
+    small_margin: float
+    routed: bool
+    token: int
+    small_argmax: int
+    large_argmax: int
+    source: str
+
+
+TRACE_FIELDS = tuple(TraceStep.__dataclass_fields__)
+
+
+@dataclass
+class Trace:
+    """Column-wise per-token trace; ``len(trace)`` is the number of emitted tokens."""
+
+    columns: dict[str, list] = field(default_factory=lambda: {k: [] for k in TRACE_FIELDS})
+
+    def append(self, step: TraceStep) -> None:
+        for k, v in asdict(step).items():
+            self.columns[k].append(v)
+
+    def truncate(self, n: int) -> None:
+        for k in self.columns:
+            del self.columns[k][n:]
+
+    def __len__(self) -> int:
+        return len(self.columns["token"])
+
+    def __iter__(self) -> Iterator[TraceStep]:
+        for i in range(len(self)):
+            yield TraceStep(**{k: self.columns[k][i] for k in TRACE_FIELDS})
+
+    def to_dict(self) -> dict[str, list]:
+        return {k: list(v) for k, v in self.columns.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list]) -> "Trace":
+        missing = [k for k in TRACE_FIELDS if k not in d]
+        if missing:
+            raise ValueError(f"trace is missing columns {missing}; expected {list(TRACE_FIELDS)}")
+        return cls({k: list(d[k]) for k in TRACE_FIELDS})
+
+
+@dataclass
+class GenerationStats:
+    """Counts of one generation (definitions in docs: fsgen-methods section 4).
+
+    total_tokens: tokens emitted. large_calls: steps where System 2 ran (speculative: verification
+    rounds). mismatches: System-2 steps whose token differs from System 1's argmax (speculative:
+    rejected drafts). draft_tokens / accepted_draft_tokens: speculative drafting counts.
+    wall_time_s, tokens_per_s: wall time of the generate call this output belongs to (shared by
+    the batch) and this row's tokens over it.
+    """
+
+    total_tokens: int = 0
+    large_calls: int = 0
+    mismatches: int = 0
+    draft_tokens: int = 0
+    accepted_draft_tokens: int = 0
+    wall_time_s: float = 0.0
+    tokens_per_s: float = 0.0
+
+    @property
+    def collaboration_frequency(self) -> float:
+        return self.mismatches / self.total_tokens if self.total_tokens else 0.0
+
+    @property
+    def large_call_fraction(self) -> float:
+        return self.large_calls / self.total_tokens if self.total_tokens else 0.0
+
+
+@dataclass
+class GenerationOutput:
+    """Result for one prompt: ``token_ids`` (generated continuation only), its ``text``,
+    ``finish_reason`` ("eos" | "stop" | "length"), ``stats`` and per-token ``trace``."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+    stats: GenerationStats
+    trace: Trace
+    prompt: str | list[int] | None = None
+    method: str = ""
+    router: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "prompt": self.prompt,
+            "method": self.method,
+            "router": self.router,
+            "text": self.text,
+            "token_ids": list(self.token_ids),
+            "finish_reason": self.finish_reason,
+            "stats": asdict(self.stats),
+            "trace": self.trace.to_dict(),
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GenerationOutput":
+        return cls(
+            token_ids=list(d["token_ids"]),
+            text=d.get("text", ""),
+            finish_reason=d.get("finish_reason", ""),
+            stats=GenerationStats(**d.get("stats", {})),
+            trace=Trace.from_dict(d["trace"]),
+            prompt=d.get("prompt"),
+            method=d.get("method", ""),
+            router=d.get("router", ""),
+            meta=d.get("meta", {}),
+        )
+
+
+def write_traces(path, outputs: Iterable[GenerationOutput]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for out in outputs:
+            f.write(json.dumps(out.to_dict()) + "\n")
+
+
+def read_traces(path) -> list[GenerationOutput]:
+    with open(path, encoding="utf-8") as f:
+        return [GenerationOutput.from_dict(json.loads(line)) for line in f if line.strip()]
