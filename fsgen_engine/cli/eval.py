@@ -1,0 +1,36 @@
+"""``fsgen eval``: accuracy, collaboration statistics and tokens/s of one method on one data set."""
+from __future__ import annotations
+
+NAME = "eval"
+HELP = "evaluate a method on a data set (gsm8k, mmlu_stem, mbpp, mtbench, math500)"
+
+
+def add_arguments(parser) -> None:
+    from fsgen_engine.eval.cli_common import add_common
+
+    parser.add_argument("--method", default="oracle",
+                        help="large, small, oracle, contrastive, proxy, speculative, bild")
+    parser.add_argument("--router", default="always",
+                        help="always, never, max_prob:t, margin:t, entropy:t, learned:PATH")
+    add_common(parser)
+
+
+def run(args) -> int:
+    import sys
+
+    from fsgen_engine.eval.cli_common import build_engine, make_config
+    from fsgen_engine.eval.runner import run_eval
+
+    try:
+        cfg = make_config(args, args.method, args.router)
+        from fsgen_engine.eval.datasets import load_examples
+
+        load_examples(cfg.dataset, cfg.data, n=cfg.n, seed=cfg.seed, fewshot_path=cfg.fewshot)  # fail fast
+        engine = build_engine(args)
+        run_eval(engine, cfg, args.out)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"fsgen eval: error: {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        print(f"wrote traces.jsonl, records.jsonl, results.jsonl, summary.json to {args.out}", file=sys.stderr)
+    return 0

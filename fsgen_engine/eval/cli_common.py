@@ -1,0 +1,62 @@
+"""Arguments shared by ``fsgen eval`` and ``fsgen sweep``: models, engine options, data set, decoding."""
+from __future__ import annotations
+
+import argparse
+
+from .datasets import DATASETS
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("models and engine")
+    g.add_argument("--large", required=True, help="large model: HF folder, GGUF file or early_exit:N")
+    g.add_argument("--small", required=True, help="small model: HF folder, GGUF file or early_exit:N")
+    g.add_argument("--small-ft", default=None, help="small fine-tuned model (method proxy)")
+    g.add_argument("--device", default=None, help="cpu or cuda (engine default when omitted)")
+    g.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (engine default when omitted)")
+    g.add_argument("--kv-memory", default=None, help="KV pool size (engine default when omitted)")
+    g.add_argument("--max-batch", type=int, default=None, help="engine batch limit")
+    g.add_argument("--page-size", type=int, default=None, help="KV page size")
+    g.add_argument("--large-params", default=None, help="nominal large parameter count for scaling-law meta (e.g. 7B)")
+    g.add_argument("--small-params", default=None, help="nominal small parameter count for scaling-law meta (e.g. 0.5B)")
+    d = parser.add_argument_group("data")
+    d.add_argument("--dataset", required=True, choices=DATASETS)
+    d.add_argument("--data", required=True, metavar="FILE", help="the data set's JSONL file")
+    d.add_argument("--fewshot", default=None, metavar="FILE",
+                   help="gsm8k few-shot prompt (default: gsm8k_8shot_prompt.txt next to --data, if present)")
+    d.add_argument("--n", type=int, default=None, help="number of examples to sample (default: all)")
+    d.add_argument("--seed", type=int, default=0, help="sampling seed for the examples and for decoding")
+    d.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
+    d.add_argument("--mbpp-timeout", type=float, default=10.0, help="seconds per MBPP program in the sandbox")
+    s = parser.add_argument_group("decoding")
+    s.add_argument("--max-new-tokens", type=int, default=512)
+    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (FS-GEN)")
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--min-p", type=float, default=None)
+    s.add_argument("--alpha", type=float, default=None, help="contrastive plausibility / proxy strength")
+    s.add_argument("--beta", type=float, default=None, help="contrastive weight")
+    s.add_argument("--preset", default=None, help="contrastive preset (fsgen or obrien)")
+    s.add_argument("--num-draft-tokens", type=int, default=None, help="speculative K")
+    s.add_argument("--chat", action="store_true", help="wrap prompts in the chat template (mtbench always does)")
+    s.add_argument("--out", metavar="DIR", default=None, help="write traces, FS-GEN records, summary, plots here")
+
+
+def build_engine(args):
+    from fsgen_engine.engine import Engine
+
+    kw = {k: getattr(args, k) for k in ("device", "dtype", "kv_memory", "max_batch", "page_size")
+          if getattr(args, k, None) is not None}
+    return Engine(args.large, args.small, args.small_ft, **kw)
+
+
+def make_config(args, method: str = "oracle", router: str = "always"):
+    from .runner import EvalConfig
+
+    gen = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
+           "alpha": args.alpha, "beta": args.beta, "preset": args.preset,
+           "num_draft_tokens": args.num_draft_tokens, "seed": args.seed}
+    return EvalConfig(dataset=args.dataset, data=args.data, method=method, router=router, n=args.n, seed=args.seed,
+                      max_new_tokens=args.max_new_tokens, fewshot=args.fewshot, chat=args.chat,
+                      batch_size=args.batch_size, gen_kwargs=gen, large=args.large, small=args.small,
+                      large_params=args.large_params, small_params=args.small_params,
+                      mbpp_timeout=args.mbpp_timeout)

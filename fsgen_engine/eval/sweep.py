@@ -1,0 +1,120 @@
+"""Speed-quality frontier for one model pair and one data set.
+
+Runs the ``large`` and ``small`` baselines and every (method, router threshold), then plots accuracy
+against the large-call fraction and against tokens/s, baselines as reference points, and writes
+the same numbers as a table (frontier.md / frontier.csv) next to frontier.png.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+DEFAULT_ROUTERS = ["max_prob:0.3,0.5,0.7", "margin:0.1,0.2,0.4", "entropy:0.5,1.0,2.0"]
+COLUMNS = ("method", "router", "accuracy", "accuracy_research", "large_call_fraction",
+           "collaboration_frequency", "tokens_per_s", "total_tokens", "wall_time_s")
+
+
+def parse_routers(specs: list[str]) -> list[str]:
+    """``["max_prob:0.3,0.5", "learned:PATH", "always"]`` -> ``["max_prob:0.3", "max_prob:0.5",
+    "learned:PATH", "always"]``."""
+    out = []
+    for spec in specs:
+        for part in spec.split() if " " in spec else [spec]:
+            name, _, args = part.partition(":")
+            if not name:
+                raise ValueError(f"--routers entry {part!r} has no router name; write e.g. max_prob:0.3,0.5")
+            if name in ("learned", "svm") or not args:
+                out.append(part)
+                continue
+            for t in args.split(","):
+                try:
+                    float(t)
+                except ValueError:
+                    raise ValueError(f"--routers {part!r}: threshold {t!r} is not a number") from None
+                out.append(f"{name}:{t}")
+    return out
+
+
+def parse_methods(spec: str | list[str]) -> list[str]:
+    items = spec.split(",") if isinstance(spec, str) else [m for s in spec for m in s.split(",")]
+    out = [m.strip() for m in items if m.strip()]
+    if not out:
+        raise ValueError("--methods is empty; write e.g. oracle,contrastive")
+    return out
+
+
+def run_sweep(engine, base_cfg, methods: list[str], routers: list[str], out_dir: str | None = None,
+              *, echo: bool = True) -> list[dict]:
+    """Run baselines + every (method, router); returns one summary dict per run."""
+    from .runner import run_eval
+
+    if base_cfg.dataset == "mtbench":
+        raise ValueError("--dataset mtbench has no accuracy (generation only); sweep a scored data set")
+    runs = [("large", "always"), ("small", "never")] + [(m, r) for m in methods for r in routers]
+    rows = []
+    for method, router in runs:
+        cfg = copy.deepcopy(base_cfg)
+        cfg.method, cfg.router = method, router
+        sub = os.path.join(out_dir, f"{method}_{router.replace(':', '_').replace('/', '_')}") if out_dir else None
+        rows.append(run_eval(engine, cfg, sub, echo=False))
+        if echo:
+            r = rows[-1]
+            print(f"[sweep] {method:>12s} {router:<20s} acc={_f(r['accuracy'])} "
+                  f"large_frac={r['large_call_fraction']:.3f} tok/s={r['tokens_per_s']:.1f}", flush=True)
+    if out_dir:
+        write_frontier(rows, out_dir, echo=echo)
+    return rows
+
+
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _threshold(router: str) -> str:
+    return router.partition(":")[2]
+
+
+def write_frontier(rows: list[dict], out_dir: str, *, echo: bool = True) -> str:
+    from fsgen_engine.analysis.report import new_figure, save_figure, write_table
+
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, "frontier")
+    table = [[r.get(c) if r.get(c) is not None else float("nan") for c in COLUMNS] for r in rows]
+    write_table(stem, f"Speed-quality frontier ({rows[0]['dataset']})", COLUMNS, table, echo=echo)
+    with open(stem + ".json", "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=2, default=str)
+
+    fig, (ax1, ax2) = new_figure(13, 5, ncols=2)
+    base = {r["method"]: r for r in rows if r["method"] in ("large", "small")}
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["method"] in ("large", "small"):
+            continue
+        series.setdefault(f"{r['method']} / {r['router'].partition(':')[0]}", []).append(r)
+    for ax, xkey, xlabel in ((ax1, "large_call_fraction", "large-model calls / tokens"),
+                             (ax2, "tokens_per_s", "throughput (tokens/s)")):
+        for label, pts in series.items():
+            pts = sorted(pts, key=lambda r: r[xkey])
+            xs = [p[xkey] for p in pts]
+            ys = [p["accuracy"] if p["accuracy"] is not None else float("nan") for p in pts]
+            ax.plot(xs, ys, marker="o", label=label)
+            for p, x, y in zip(pts, xs, ys):
+                if _threshold(p["router"]):
+                    ax.annotate(_threshold(p["router"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for name, marker, color in (("large", "*", "tab:red"), ("small", "s", "tab:gray")):
+            if name in base and base[name]["accuracy"] is not None:
+                b = base[name]
+                ax.scatter([b[xkey]], [b["accuracy"]], marker=marker, s=160, color=color, zorder=5,
+                           label=f"{name} only ({b['accuracy']:.3f})")
+                ax.axhline(b["accuracy"], color=color, ls=":", lw=0.8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax1.set_title("Accuracy vs large-model call fraction")
+    ax2.set_title("Accuracy vs speed")
+    name = lambda k: os.path.basename(str(rows[0].get(k, "")).rstrip("/")) or str(rows[0].get(k, ""))  # noqa: E731
+    fig.suptitle(f"Speed-quality frontier: large {name('large')} + small {name('small')} "
+                 f"on {rows[0]['dataset']} (n={rows[0]['n']})", fontsize=10)
+    return save_figure(fig, stem)
