@@ -1,12 +1,121 @@
-"""ops.paged_attention (temporary: reference backend only; Triton kernel and validation are being added)."""
+"""ops.paged_attention: attention of a ragged batch of new queries over paged K/V.
+
+One op for decode (1 query per sequence), verification (K+1) and catch-up extend / prefill (any
+number), mixed in one batch. Backends: ``triton`` (kernels/paged_attention.py, CUDA), ``reference``
+(plain torch, vectorised over the batch; the CPU path), and ``flash`` (flash-attn's paged kernels,
+only when ``import flash_attn`` works; never chosen by ``auto``).
+"""
 from __future__ import annotations
+
+import functools
 
 import torch
 
-from fsgen_engine.reference.paged_attention import paged_attention_reference
+from fsgen_engine.ops._dispatch import choose_backend
+from fsgen_engine.ops._validate import FLOAT_DTYPES, check_last_dim_contiguous, check_tensor
+from fsgen_engine.reference.paged_attention import paged_attention_padded
+
+OP = "paged_attention"
+HEAD_DIMS = (64, 80, 96, 128)
+
+
+@functools.lru_cache(maxsize=None)
+def flash_available() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale) -> None:
+    check_tensor(OP, "q", q, ndim=3, dtypes=FLOAT_DTYPES)
+    device = q.device
+    check_tensor(OP, "k_cache", k_cache, ndim=4, dtypes=(q.dtype,), device=device)
+    check_tensor(OP, "v_cache", v_cache, ndim=4, dtypes=(q.dtype,), device=device)
+    for name, t, nd in (("page_table", page_table, 2), ("seq_lens", seq_lens, 1), ("cu_q_lens", cu_q_lens, 1)):
+        check_tensor(OP, name, t, ndim=nd, dtypes=(torch.int32,), device=device)
+    N, H, D = q.shape
+    P, S, Hkv, Dk = k_cache.shape
+    if v_cache.shape != k_cache.shape:
+        raise ValueError(f"{OP}: v_cache has shape {tuple(v_cache.shape)} but k_cache has {tuple(k_cache.shape)}")
+    if Dk != D:
+        raise ValueError(f"{OP}: q has head_dim {D} but k_cache has {Dk}; they must match")
+    if D not in HEAD_DIMS:
+        raise ValueError(f"{OP}: head_dim={D} is not supported; supported: {HEAD_DIMS}")
+    if Hkv == 0 or H % Hkv:
+        raise ValueError(f"{OP}: q has {H} heads, not a multiple of the {Hkv} KV heads of k_cache "
+                         f"(grouped-query attention needs H % Hkv == 0)")
+    B = seq_lens.shape[0]
+    if page_table.shape[0] != B:
+        raise ValueError(f"{OP}: page_table has {page_table.shape[0]} rows but seq_lens has {B} sequences")
+    if cu_q_lens.shape[0] != B + 1:
+        raise ValueError(f"{OP}: cu_q_lens has {cu_q_lens.shape[0]} entries; it needs B+1={B + 1} (prefix sums)")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+        raise ValueError(f"{OP}: scale={scale!r} must be a positive float (usually head_dim ** -0.5)")
+    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        check_last_dim_contiguous(OP, name, t)
+    if page_table.numel() and page_table.stride(1) != 1:
+        raise ValueError(f"{OP}: page_table must be contiguous along its last dim; pass page_table.contiguous()")
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                     seq_lens: torch.Tensor, cu_q_lens: torch.Tensor, *, scale: float, causal: bool = True,
                     max_q_len: int | None = None, max_seq_len: int | None = None, backend: str = "auto") -> torch.Tensor:
-    return paged_attention_reference(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale, causal=causal)
+    """Attention of ``N`` new queries of ``B`` sequences over their paged keys/values.
+
+    Args:
+        q: ``[N, H, D]`` float32/float16/bfloat16; rows ``cu_q_lens[b]:cu_q_lens[b+1]`` belong to sequence b.
+        k_cache, v_cache: ``[P, S, Hkv, D]``, same dtype as ``q`` (the new tokens' K/V already stored,
+            see ``ops.store_kv``). ``H % Hkv == 0``; ``D`` in 64, 80, 96, 128.
+        page_table: ``[B, max_pages]`` int32 page ids of each sequence in order.
+        seq_lens: ``[B]`` int32 KV length of each sequence including its new tokens.
+        cu_q_lens: ``[B+1]`` int32 prefix sums of the new tokens per sequence.
+        scale: softmax scale. causal: query ``j`` (position ``seq_lens[b] - q_len_b + j``) sees keys
+            at positions ``<=`` its own; otherwise all ``seq_lens[b]`` keys.
+        max_q_len, max_seq_len: host ints bounding the per-sequence query count and KV length (size the
+            grid without a device sync); computed with ``.item()`` when None.
+        backend: ``auto`` | ``triton`` | ``reference`` | ``flash``.
+    Returns: ``[N, H, D]`` in ``q.dtype`` (softmax math in float32).
+    """
+    _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale)
+    scale = float(scale)
+    if backend == "flash":
+        if not flash_available():
+            raise ValueError(f"{OP}: backend='flash' needs flash-attn (pip install flash-attn); it is not importable here")
+        if not q.is_cuda:
+            raise ValueError(f"{OP}: backend='flash' needs CUDA tensors; move the inputs with .cuda()")
+        return _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, max_q_len, max_seq_len)
+    which = choose_backend(OP, q.device, backend, native=None)
+    if max_q_len is None:
+        max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max().item()) if seq_lens.numel() else 0
+    if max_seq_len is None:
+        max_seq_len = int(seq_lens.max().item()) if seq_lens.numel() else 0
+    if which == "triton":
+        from fsgen_engine.kernels.paged_attention import paged_attention_triton
+        return paged_attention_triton(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale,
+                                      causal=causal, max_q_len=max_q_len, max_seq_len=max_seq_len)
+    return paged_attention_padded(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale, causal=causal,
+                                  max_q_len=max_q_len, max_seq_len=max_seq_len)
+
+
+def _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, max_q_len, max_seq_len):
+    # flash-attn aligns the causal mask bottom-right (query j of q_len sees keys <= seq_len - q_len + j),
+    # the same convention as this op. Its paged kernels may require page sizes that are multiples of 256
+    # (older versions) or 16 (newer); errors from flash-attn are passed through.
+    from flash_attn import flash_attn_varlen_func, flash_attn_with_kvcache
+    B = seq_lens.shape[0]
+    N = q.shape[0]
+    if max_q_len is None:
+        max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max().item())
+    if max_q_len * B == N:  # uniform q_len: decode or verification
+        out = flash_attn_with_kvcache(q.view(B, max_q_len, *q.shape[1:]), k_cache, v_cache, cache_seqlens=seq_lens,
+                                      block_table=page_table, softmax_scale=scale, causal=causal)
+        return out.reshape(q.shape)
+    if max_seq_len is None:
+        max_seq_len = int(seq_lens.max().item())
+    cu_k = torch.zeros(B + 1, dtype=torch.int32, device=q.device)
+    cu_k[1:] = torch.cumsum(seq_lens, 0)
+    return flash_attn_varlen_func(q, k_cache, v_cache, cu_seqlens_q=cu_q_lens, cu_seqlens_k=cu_k,
+                                  max_seqlen_q=max_q_len, max_seqlen_k=max_seq_len, softmax_scale=scale,
+                                  causal=causal, block_table=page_table)

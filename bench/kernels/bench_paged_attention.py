@@ -1,0 +1,51 @@
+"""paged_attention: triton kernel vs the reference (dense gather + batched attention), decode (q_len 1)
+and verification (q_len K+1 = 5), batch 1..64, context 512..8192 (reduced set on CPU).
+extra_info: bytes of K/V + q + out moved per call and the achieved GB/s."""
+import os
+
+import pytest
+import torch
+
+from conftest import DEVICE, record_bandwidth, sync
+from fsgen_engine.ops import paged_attention
+
+H, HKV, D, PAGE = 32, 8, 128, 16
+if DEVICE == "cuda":
+    BATCHES, CONTEXTS, BACKENDS, DTYPE = [1, 8, 64], [512, 2048, 8192], ["triton", "reference"], torch.float16
+else:
+    BATCHES, CONTEXTS, BACKENDS, DTYPE = [1, 8], [512, 2048], ["reference"], torch.float32
+if os.environ.get("FSGEN_BENCH_SKIP_TRITON") == "1":
+    BACKENDS = [b for b in BACKENDS if b != "triton"]
+
+
+def _inputs(batch, ctx, q_len):
+    pages_per_seq = -(-ctx // PAGE)
+    P = batch * pages_per_seq
+    k_cache = torch.randn(P, PAGE, HKV, D, dtype=DTYPE, device=DEVICE)
+    v_cache = torch.randn_like(k_cache)
+    page_table = torch.randperm(P, device=DEVICE).to(torch.int32).view(batch, pages_per_seq)
+    seq_lens = torch.full((batch,), ctx, dtype=torch.int32, device=DEVICE)
+    cu = torch.arange(batch + 1, dtype=torch.int32, device=DEVICE) * q_len
+    q = torch.randn(batch * q_len, H, D, dtype=DTYPE, device=DEVICE)
+    return q, k_cache, v_cache, page_table, seq_lens, cu
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("q_len", [1, 5], ids=["decode", "verify_k4"])
+@pytest.mark.parametrize("ctx", CONTEXTS)
+@pytest.mark.parametrize("batch", BATCHES)
+def bench_paged_attention(benchmark, batch, ctx, q_len, backend):
+    if backend == "reference" and batch * ctx > 64 * 2048 and DEVICE == "cuda":
+        pytest.skip("reference gather too large")
+    q, kc, vc, pt, sl, cu = _inputs(batch, ctx, q_len)
+
+    def run():
+        paged_attention(q, kc, vc, pt, sl, cu, scale=D ** -0.5, max_q_len=q_len, max_seq_len=ctx, backend=backend)
+        sync()
+
+    run()
+    benchmark(run)
+    elt = q.element_size()
+    nbytes = 2 * batch * ctx * HKV * D * elt + 2 * q.numel() * elt + pt.numel() * 4
+    benchmark.extra_info.update(batch=batch, context=ctx, q_len=q_len, backend=backend, dtype=str(DTYPE))
+    record_bandwidth(benchmark, nbytes)
