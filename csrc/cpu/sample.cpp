@@ -1,0 +1,42 @@
+// ops.sample on CPU: one row per OpenMP iteration; filters by radix-select thresholds, then an
+// exponential race with counter-based noise (sampling_common.h). See reference/sample.py.
+#include "fsgen.h"
+#include "sampling_common.h"
+
+namespace fsgen {
+namespace {
+
+void sample_cpu(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride, int dtype, std::uintptr_t temperature,
+                std::uintptr_t top_k, std::uintptr_t top_p, std::uintptr_t min_p, std::uintptr_t seed_ptr,
+                std::uintptr_t out) {
+  const float* t = ptr<const float>(temperature);
+  const int64_t* k = ptr<const int64_t>(top_k);
+  const float* tp = ptr<const float>(top_p);
+  const float* mp = ptr<const float>(min_p);
+  const uint64_t seed = static_cast<uint64_t>(*ptr<const int64_t>(seed_ptr));
+  int64_t* o = ptr<int64_t>(out);
+  const char* base = ptr<const char>(logits);
+  const int64_t esize = dtype_size(dtype);
+  py::gil_scoped_release release;
+#pragma omp parallel
+  {
+    sampling::RowScratch s;
+    s.resize(V);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < B; ++b) {
+      const void* row = base + b * row_stride * esize;
+      const sampling::RowFilter f = sampling::filter_row(row, dtype, V, t[b], k[b], tp[b], mp[b], s);
+      o[b] = f.greedy ? f.argmax : sampling::race(s.w.data(), V, seed, static_cast<uint64_t>(b));
+    }
+  }
+}
+
+Registrar reg([](py::module_& m) {
+  m.def("sample_cpu", &sample_cpu,
+        "sample_cpu(logits, B, V, row_stride, dtype, temperature, top_k, top_p, min_p, seed, out): "
+        "pointers to logits [B,V] (unit stride along V), float32 temperature/top_p/min_p [B], int64 top_k [B], "
+        "int64 seed [1], int64 out [B]");
+});
+
+}  // namespace
+}  // namespace fsgen

@@ -1,0 +1,64 @@
+// ops.sample on CUDA: one block per row; radix-select thresholds (sampling_common.h) then an
+// exponential race with counter-based noise. Mirrors csrc/cpu/sample.cpp; no host sync (the seed
+// is read from device memory).
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "fsgen.h"
+#include "sampling_common.h"
+
+namespace fsgen {
+namespace {
+
+using namespace sampling;
+
+__global__ void __launch_bounds__(kThreads) sample_kernel(const char* logits, int64_t V, int64_t row_stride, int dtype,
+                                                          const float* temperature, const int64_t* top_k,
+                                                          const float* top_p, const float* min_p,
+                                                          const int64_t* seed_ptr, int64_t* out) {
+  __shared__ BlockShared sh;
+  const int64_t b = blockIdx.x;
+  const void* row = logits + b * row_stride * elem_size(dtype);
+  const RowFilter f = filter_row_dev(row, dtype, V, temperature[b], top_k[b], top_p[b], min_p[b], sh);
+  if (f.greedy) {
+    if (threadIdx.x == 0) out[b] = f.argmax;
+    return;
+  }
+  const uint64_t seed = static_cast<uint64_t>(*seed_ptr);
+  float best = -1.f;
+  int64_t arg = 0;
+  for (int64_t j = threadIdx.x; j < V; j += kThreads) {
+    const float w = weight_dev(f, clean(load_dev(row, dtype, j)) / f.t);
+    if (w > 0.f) {
+      const float r = w / exp1(seed, static_cast<uint64_t>(b), static_cast<uint64_t>(j));
+      if (r > best) {
+        best = r;
+        arg = j;
+      }
+    }
+  }
+  block_argmax(best, arg, sh);
+  if (threadIdx.x == 0) out[b] = arg;
+}
+
+void sample_cuda(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride, int dtype, std::uintptr_t temperature,
+                 std::uintptr_t top_k, std::uintptr_t top_p, std::uintptr_t min_p, std::uintptr_t seed,
+                 std::uintptr_t out, std::uintptr_t stream) {
+  if (B == 0) return;
+  sample_kernel<<<static_cast<unsigned>(B), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+      ptr<const char>(logits), V, row_stride, dtype, ptr<const float>(temperature), ptr<const int64_t>(top_k),
+      ptr<const float>(top_p), ptr<const float>(min_p), ptr<const int64_t>(seed), ptr<int64_t>(out));
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw std::runtime_error(std::string("sample_cuda: launch failed: ") + cudaGetErrorString(err));
+}
+
+Registrar reg([](py::module_& m) {
+  m.def("sample_cuda", &sample_cuda,
+        "sample_cuda(logits, B, V, row_stride, dtype, temperature, top_k, top_p, min_p, seed, out, stream): "
+        "device pointers as in sample_cpu, plus the CUDA stream");
+});
+
+}  // namespace
+}  // namespace fsgen

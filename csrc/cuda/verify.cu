@@ -1,0 +1,105 @@
+// ops.verify on CUDA: one block per row walking positions 0..num_draft; per position the sample
+// filter (sampling_common.h), then accept / residual sample / bonus sample. Mirrors
+// csrc/cpu/verify.cpp.
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "fsgen.h"
+#include "sampling_common.h"
+
+namespace fsgen {
+namespace {
+
+using namespace sampling;
+
+__global__ void __launch_bounds__(kThreads)
+    verify_kernel(const int64_t* draft, int64_t d_s0, const char* logits, int64_t l_s0, int64_t l_s1, int dtype,
+                  const char* q_base, int64_t q_s0, int64_t q_s1, int q_dtype, const int64_t* num_draft, int64_t K,
+                  int64_t V, const float* temperature, const int64_t* top_k, const float* top_p, const float* min_p,
+                  const int64_t* seed_ptr, int64_t* out_accepted, int64_t* out_next) {
+  __shared__ BlockShared sh;
+  const int64_t b = blockIdx.x;
+  const uint64_t seed = static_cast<uint64_t>(*seed_ptr);
+  const int64_t n = min(max(num_draft[b], static_cast<int64_t>(0)), K);
+  const float t = temperature[b];
+  const int64_t es = elem_size(dtype), qs = elem_size(q_dtype);
+  for (int64_t i = 0; i <= n; ++i) {
+    const void* row = logits + (b * l_s0 + i * l_s1) * es;
+    const RowFilter f = filter_row_dev(row, dtype, V, t, top_k[b], top_p[b], min_p[b], sh);
+    const uint64_t ctr = static_cast<uint64_t>(b * (K + 1) + i);
+    const float inv_total = f.greedy ? 0.f : 1.f / static_cast<float>(f.total);
+    bool resid = false;
+    int64_t x = -1;
+    const void* qrow = nullptr;
+    if (i < n) {
+      x = draft[b * d_s0 + i];
+      const bool in_range = x >= 0 && x < V;
+      float px = 0.f, qx = 1.f;
+      if (in_range) px = f.greedy ? (x == f.argmax ? 1.f : 0.f) : weight_dev(f, clean(load_dev(row, dtype, x)) / t) * inv_total;
+      qrow = q_base ? q_base + (b * q_s0 + i * q_s1) * qs : nullptr;
+      if (qrow) qx = in_range ? load_dev(qrow, q_dtype, x) : 0.f;
+      if (uniform01(seed, kStreamAccept, static_cast<uint64_t>(b), static_cast<uint64_t>(i)) * qx < px) continue;
+      resid = true;
+    }
+    int64_t token = f.argmax;
+    if (!f.greedy) {
+      // One pass: race over p and over max(0, p - q) with shared noise; p when the residual is 0.
+      float best_p = -1.f, best_r = -1.f, rsum = 0.f;
+      int64_t arg_p = 0, arg_r = 0;
+      for (int64_t j = threadIdx.x; j < V; j += kThreads) {
+        const float p = weight_dev(f, clean(load_dev(row, dtype, j)) / t) * inv_total;
+        float r = 0.f;
+        if (resid) {
+          const float qj = qrow ? load_dev(qrow, q_dtype, j) : (j == x ? 1.f : 0.f);
+          r = fmaxf(p - qj, 0.f);
+          rsum += r;
+        }
+        if (p > 0.f || r > 0.f) {
+          const float e = exp1(seed, ctr, static_cast<uint64_t>(j));
+          if (p / e > best_p) {
+            best_p = p / e;
+            arg_p = j;
+          }
+          if (r > 0.f && r / e > best_r) {
+            best_r = r / e;
+            arg_r = j;
+          }
+        }
+      }
+      rsum = block_sum(rsum, sh);
+      block_argmax(best_p, arg_p, sh);
+      block_argmax(best_r, arg_r, sh);
+      token = (resid && rsum > 0.f) ? arg_r : arg_p;
+    }
+    if (threadIdx.x == 0) {
+      out_accepted[b] = i;
+      out_next[b] = token;
+    }
+    return;
+  }
+}
+
+void verify_cuda(std::uintptr_t draft, int64_t d_s0, std::uintptr_t logits, int64_t l_s0, int64_t l_s1, int dtype,
+                 std::uintptr_t q, int64_t q_s0, int64_t q_s1, int q_dtype, std::uintptr_t num_draft, int64_t B,
+                 int64_t K, int64_t V, std::uintptr_t temperature, std::uintptr_t top_k, std::uintptr_t top_p,
+                 std::uintptr_t min_p, std::uintptr_t seed, std::uintptr_t out_accepted, std::uintptr_t out_next,
+                 std::uintptr_t stream) {
+  if (B == 0) return;
+  verify_kernel<<<static_cast<unsigned>(B), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+      ptr<const int64_t>(draft), d_s0, ptr<const char>(logits), l_s0, l_s1, dtype, ptr<const char>(q), q_s0, q_s1,
+      q_dtype, ptr<const int64_t>(num_draft), K, V, ptr<const float>(temperature), ptr<const int64_t>(top_k),
+      ptr<const float>(top_p), ptr<const float>(min_p), ptr<const int64_t>(seed), ptr<int64_t>(out_accepted),
+      ptr<int64_t>(out_next));
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw std::runtime_error(std::string("verify_cuda: launch failed: ") + cudaGetErrorString(err));
+}
+
+Registrar reg([](py::module_& m) {
+  m.def("verify_cuda", &verify_cuda,
+        "verify_cuda(...): the verify_cpu arguments (device pointers) plus the CUDA stream");
+});
+
+}  // namespace
+}  // namespace fsgen

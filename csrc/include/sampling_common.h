@@ -1,0 +1,377 @@
+// Shared pieces of ops.sample / ops.verify for the CPU and CUDA kernels: the counter-based RNG,
+// the monotone float key used by the radix-select filters, and the host (CPU) row filter.
+//
+// Filters are thresholds, never sorts: top-k and top-p each pick the largest key T such that the
+// weight (count, resp. probability mass) of {key >= T} reaches the target, by a 3-level radix
+// select (11 + 11 + 10 bits, one pass over the row per level). Semantics follow
+// fsgen_engine/reference/sample.py (order top-k, top-p, min-p; boundary ties kept; NaN = -inf;
+// a row with no finite entry yields token 0).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#ifdef __CUDACC__
+#define FSGEN_HD __host__ __device__ __forceinline__
+#else
+#define FSGEN_HD inline
+#endif
+
+namespace fsgen {
+namespace sampling {
+
+FSGEN_HD int radix_bits(int level) { return level < 2 ? 11 : 10; }
+FSGEN_HD int radix_shift(int level) { return level == 0 ? 21 : (level == 1 ? 10 : 0); }
+FSGEN_HD int64_t elem_size(int dtype) { return dtype == 0 ? 4 : 2; }
+constexpr int kRadixBins = 2048;
+
+// Random streams (a stream id keeps the different uses of one seed independent).
+constexpr uint64_t kStreamRace = 1;     // exponential race noise, counter (row, position, column)
+constexpr uint64_t kStreamAccept = 2;   // verify acceptance uniforms, counter (row, position)
+
+FSGEN_HD uint64_t mix64(uint64_t x) {  // splitmix64 finaliser: a good 64-bit bijective hash
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return x;
+}
+
+// Uniform in the open interval (0, 1), 24 bits, from (seed, stream, a, b).
+FSGEN_HD float uniform01(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b) {
+  uint64_t h = mix64(seed ^ mix64(stream * 0x9e3779b97f4a7c15ull + a));
+  h = mix64(h + b * 0xd1b54a32d192ed03ull);
+  return (static_cast<float>(h >> 40) + 0.5f) * (1.0f / 16777216.0f);
+}
+
+// Exp(1) variate for the race: argmax_i w_i / E_i samples i with probability w_i / sum(w).
+FSGEN_HD float exp1(uint64_t seed, uint64_t a, uint64_t b) { return -logf(uniform01(seed, kStreamRace, a, b)); }
+
+// Order-preserving map float -> uint32 (NaN must be replaced first).
+FSGEN_HD uint32_t float_key(float f) {
+  uint32_t u;
+#ifdef __CUDA_ARCH__
+  u = __float_as_uint(f);
+#else
+  std::memcpy(&u, &f, sizeof(u));
+#endif
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+FSGEN_HD float clean(float x) { return x != x ? -INFINITY : x; }
+
+// Result of filtering one row: token j is kept iff finite, key(z_j) >= thr_key and
+// exp(z_j - zmax) >= min_p. Weights are exp(z_j - zmax); total is their sum over kept tokens.
+struct RowFilter {
+  float zmax;         // max of z = x / t
+  int64_t argmax;     // lowest index of the max of x
+  uint32_t thr_key;   // combined top-k / top-p threshold
+  float min_p;
+  float inv_t;        // unused when greedy
+  float t;
+  bool greedy;        // t == 0 or degenerate: the distribution is one-hot on `argmax`
+  double total;       // sum of kept weights (sampled rows)
+
+  FSGEN_HD bool kept(float z) const {
+    return z > -INFINITY && float_key(z) >= thr_key && (min_p <= 0.f || expf(z - zmax) >= min_p);
+  }
+};
+
+}  // namespace sampling
+}  // namespace fsgen
+
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace fsgen {
+namespace sampling {
+
+// CUDA side: one block of kThreads threads per row; the row is re-read from global memory (L2)
+// by every pass. Mirrors filter_row / race / radix_select of the CPU code below.
+constexpr int kThreads = 512;
+
+struct BlockShared {
+  float hist[kRadixBins];
+  float scan[kThreads];
+  float red_v[32];
+  int red_i[32];
+  int chosen;
+  float chosen_acc;
+};
+
+__device__ __forceinline__ float load_dev(const void* base, int dtype, int64_t i) {
+  if (dtype == 1) return __half2float(__ushort_as_half(static_cast<const unsigned short*>(base)[i]));
+  if (dtype == 2) return __uint_as_float(static_cast<uint32_t>(static_cast<const unsigned short*>(base)[i]) << 16);
+  return static_cast<const float*>(base)[i];
+}
+
+__device__ __forceinline__ float block_sum(float v, BlockShared& sh) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh.red_v[warp] = v;
+  __syncthreads();
+  float r = 0.f;
+  for (int w = 0; w < kThreads / 32; ++w) r += sh.red_v[w];
+  __syncthreads();
+  return r;
+}
+
+// Block argmax: larger value wins, ties -> lower index. Every thread gets the result.
+__device__ __forceinline__ void block_argmax(float& v, int64_t& idx, BlockShared& sh) {
+  int i = static_cast<int>(idx);
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, i, o);
+    if (ov > v || (ov == v && oi < i)) {
+      v = ov;
+      i = oi;
+    }
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) {
+    sh.red_v[warp] = v;
+    sh.red_i[warp] = i;
+  }
+  __syncthreads();
+  v = sh.red_v[0];
+  i = sh.red_i[0];
+  for (int w = 1; w < kThreads / 32; ++w) {
+    if (sh.red_v[w] > v || (sh.red_v[w] == v && sh.red_i[w] < i)) {
+      v = sh.red_v[w];
+      i = sh.red_i[w];
+    }
+  }
+  __syncthreads();
+  idx = i;
+}
+
+// Largest key T with weight(keys >= max(T, floor_key)) >= target; mass weights exp(z - zmax)
+// when `mass`, else counts. Same contract as the CPU radix_select.
+__device__ inline uint32_t radix_select_dev(const void* row, int dtype, int64_t n, float t, float zmax, bool mass,
+                                     uint32_t floor_key, float target, BlockShared& sh) {
+  uint32_t prefix = 0, mask = 0;
+  for (int level = 0; level < 3; ++level) {
+    const int bins = 1 << radix_bits(level);
+    const int shift = radix_shift(level);
+    for (int i = threadIdx.x; i < bins; i += kThreads) sh.hist[i] = 0.f;
+    if (threadIdx.x == 0) sh.chosen = -1;
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+      const float z = clean(load_dev(row, dtype, j)) / t;
+      const uint32_t k = float_key(z);
+      if (k >= floor_key && (k & mask) == prefix)
+        atomicAdd(&sh.hist[(k >> shift) & (bins - 1)], mass ? __expf(z - zmax) : 1.f);
+    }
+    __syncthreads();
+    // Each thread owns `per` consecutive bins; a suffix scan over threads gives the weight above.
+    const int per = bins / kThreads;
+    float local = 0.f;
+    for (int b = 0; b < per; ++b) local += sh.hist[threadIdx.x * per + b];
+    sh.scan[threadIdx.x] = local;
+    __syncthreads();
+    for (int off = 1; off < kThreads; off <<= 1) {
+      const float add = threadIdx.x + off < kThreads ? sh.scan[threadIdx.x + off] : 0.f;
+      __syncthreads();
+      sh.scan[threadIdx.x] += add;
+      __syncthreads();
+    }
+    const float above = sh.scan[threadIdx.x] - local;  // weight of bins owned by higher threads
+    if (above < target && above + local >= target) {
+      float acc = above;
+      for (int b = per - 1; b >= 0; --b) {
+        const float h = sh.hist[threadIdx.x * per + b];
+        if (acc + h >= target || b == 0) {
+          sh.chosen = threadIdx.x * per + b;
+          sh.chosen_acc = acc;
+          break;
+        }
+        acc += h;
+      }
+    }
+    __syncthreads();
+    const int chosen = sh.chosen;
+    const float acc = sh.chosen_acc;
+    __syncthreads();
+    if (chosen < 0) return floor_key;
+    target -= acc;
+    prefix |= static_cast<uint32_t>(chosen) << shift;
+    mask |= static_cast<uint32_t>(bins - 1) << shift;
+  }
+  return prefix > floor_key ? prefix : floor_key;
+}
+
+// Block-wide filter of one row (see filter_row on the CPU side); every thread gets the result.
+__device__ inline RowFilter filter_row_dev(const void* row, int dtype, int64_t n, float t, int64_t top_k, float top_p,
+                                    float min_p, BlockShared& sh) {
+  RowFilter f{};
+  f.t = t;
+  f.min_p = min_p;
+  float xmax = -INFINITY;
+  int64_t arg = n;
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+    const float x = clean(load_dev(row, dtype, j));
+    if (x > xmax || arg == n) {  // j increases per thread: the first max is kept
+      xmax = x;
+      arg = j;
+    }
+  }
+  block_argmax(xmax, arg, sh);
+  if (arg >= n) arg = 0;
+  f.argmax = arg;
+  f.greedy = (t == 0.f) || !(xmax > -INFINITY);
+  if (f.greedy) return f;
+  f.zmax = xmax / t;
+  uint32_t thr = float_key(-INFINITY) + 1;
+  if (top_k > 0 && top_k < n) thr = radix_select_dev(row, dtype, n, t, f.zmax, false, thr, static_cast<float>(top_k), sh);
+  float local = 0.f;
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+    const float z = clean(load_dev(row, dtype, j)) / t;
+    if (float_key(z) >= thr) local += __expf(z - f.zmax);
+  }
+  const float total_k = block_sum(local, sh);
+  if (top_p < 1.f) {
+    const uint32_t tp = radix_select_dev(row, dtype, n, t, f.zmax, true, thr, top_p * total_k, sh);
+    if (tp > thr) thr = tp;
+  }
+  f.thr_key = thr;
+  local = 0.f;
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+    const float z = clean(load_dev(row, dtype, j)) / t;
+    if (f.kept(z)) local += __expf(z - f.zmax);
+  }
+  f.total = block_sum(local, sh);
+  return f;
+}
+
+__device__ __forceinline__ float weight_dev(const RowFilter& f, float z) {
+  return f.kept(z) ? __expf(z - f.zmax) : 0.f;
+}
+
+}  // namespace sampling
+}  // namespace fsgen
+#endif  // __CUDACC__
+
+#ifndef __CUDACC__
+#include <vector>
+
+#include "fsgen.h"
+
+namespace fsgen {
+namespace sampling {
+
+// Largest key T with sum(weight over keys >= max(T, floor_key)) >= target; floor_key if the
+// target is never reached (float rounding). keys/w hold the row; w == nullptr means count.
+inline uint32_t radix_select(const uint32_t* keys, const float* w, int64_t n, uint32_t floor_key, double target) {
+  double hist[kRadixBins];
+  uint32_t prefix = 0, mask = 0;
+  for (int level = 0; level < 3; ++level) {
+    const int bins = 1 << radix_bits(level);
+    const int shift = radix_shift(level);
+    for (int i = 0; i < bins; ++i) hist[i] = 0.0;
+    for (int64_t j = 0; j < n; ++j) {
+      const uint32_t k = keys[j];
+      if (k >= floor_key && (k & mask) == prefix) hist[(k >> shift) & (bins - 1)] += w ? w[j] : 1.0;
+    }
+    double acc = 0.0;
+    int chosen = -1;
+    for (int b = bins - 1; b >= 0; --b) {
+      if (acc + hist[b] >= target) {
+        chosen = b;
+        break;
+      }
+      acc += hist[b];
+    }
+    if (chosen < 0) return floor_key;
+    target -= acc;
+    prefix |= static_cast<uint32_t>(chosen) << shift;
+    mask |= static_cast<uint32_t>(bins - 1) << shift;
+  }
+  return prefix > floor_key ? prefix : floor_key;
+}
+
+// Per-thread scratch for one row.
+struct RowScratch {
+  std::vector<float> z, w;
+  std::vector<uint32_t> keys;
+  void resize(int64_t n) {
+    if (static_cast<int64_t>(z.size()) < n) {
+      z.resize(n);
+      w.resize(n);
+      keys.resize(n);
+    }
+  }
+};
+
+// Load a row, apply temperature and the filters. After the call (sampled rows) s.z holds z and
+// s.w holds exp(z - zmax) for kept tokens, 0 otherwise.
+inline RowFilter filter_row(const void* row, int dtype, int64_t n, float t, int64_t top_k, float top_p, float min_p,
+                            RowScratch& s) {
+  RowFilter f{};
+  f.t = t;
+  f.min_p = min_p;
+  float xmax = -INFINITY;
+  int64_t arg = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float x = clean(load_as_float(row, dtype, j));
+    if (x > xmax) {
+      xmax = x;
+      arg = j;
+    }
+    s.z[j] = x;
+  }
+  f.argmax = arg;
+  f.greedy = (t == 0.f) || !(xmax > -INFINITY);
+  if (f.greedy) return f;
+  f.zmax = xmax / t;
+  for (int64_t j = 0; j < n; ++j) {
+    s.z[j] = s.z[j] / t;
+    s.keys[j] = float_key(s.z[j]);
+  }
+  uint32_t thr = float_key(-INFINITY) + 1;  // finite values only
+  if (top_k > 0 && top_k < n) thr = radix_select(s.keys.data(), nullptr, n, thr, static_cast<double>(top_k));
+  double total = 0.0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float w = s.keys[j] >= thr ? expf(s.z[j] - f.zmax) : 0.f;
+    s.w[j] = w;
+    total += w;
+  }
+  if (top_p < 1.f) {
+    const uint32_t tp = radix_select(s.keys.data(), s.w.data(), n, thr, static_cast<double>(top_p) * total);
+    if (tp > thr) thr = tp;
+  }
+  f.thr_key = thr;
+  total = 0.0;
+  for (int64_t j = 0; j < n; ++j) {
+    float w = s.w[j];
+    if (s.keys[j] < thr || (min_p > 0.f && w < min_p)) w = 0.f;
+    s.w[j] = w;
+    total += w;
+  }
+  f.total = total;
+  return f;
+}
+
+// Exponential race over weights w[0..n) (w_j >= 0, not all zero), noise counter (a, j).
+inline int64_t race(const float* w, int64_t n, uint64_t seed, uint64_t a) {
+  float best = -1.f;
+  int64_t arg = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    if (w[j] > 0.f) {
+      const float r = w[j] / exp1(seed, a, static_cast<uint64_t>(j));
+      if (r > best) {
+        best = r;
+        arg = j;
+      }
+    }
+  }
+  return arg;
+}
+
+}  // namespace sampling
+}  // namespace fsgen
+#endif

@@ -1,0 +1,138 @@
+"""ops.verify against the reference definition (fsgen_engine/reference/verify.py) on every backend
+available here. Statistical tests use fixed seeds and a chi-square p-value threshold of 1e-4: a
+correct kernel fails each of them with probability <= 1e-4 (reproducibly, the seeds being fixed)."""
+import pytest
+import torch
+from scipy import stats
+
+from fsgen_engine.ops._dispatch import available_backends
+from fsgen_engine.ops.verify import verify
+from fsgen_engine.reference.sample import filtered_probs
+
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+P_THRESHOLD = 1e-4
+BACKENDS = available_backends(torch.device("cpu"), native="verify", triton_kernel=True)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def greedy_expect(draft, logits, nd):
+    arg = logits.float().argmax(-1)
+    acc, nxt = [], []
+    for b in range(draft.shape[0]):
+        i = 0
+        while i < nd[b] and arg[b, i] == draft[b, i]:
+            i += 1
+        acc.append(i)
+        nxt.append(arg[b, i].item())
+    return torch.tensor(acc), torch.tensor(nxt)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_greedy_edge_cases(backend, dtype):
+    b, k, v = 5, 4, 37
+    logits = torch.randn(b, k + 1, v).to(dtype)
+    arg = logits.float().argmax(-1)
+    draft = arg[:, :k].clone()
+    draft[1, 0] = (draft[1, 0] + 1) % v   # first rejected
+    draft[2, 2] = (draft[2, 2] + 1) % v   # rejected in the middle
+    draft[4, 3] = (draft[4, 3] + 1) % v   # rejected past row 4's ragged end
+    nd = torch.tensor([4, 4, 4, 0, 2])    # row 0: all accepted -> bonus at K; row 3: no drafts
+    for num_draft in (None, nd):
+        n = torch.full((b,), k) if num_draft is None else num_draft
+        acc, nxt = verify(draft, logits, num_draft=num_draft, backend=backend)
+        e_acc, e_nxt = greedy_expect(draft, logits, n)
+        assert torch.equal(acc, e_acc) and torch.equal(nxt, e_nxt), (acc, nxt, e_acc, e_nxt)
+    assert verify(draft, logits, num_draft=nd, backend=backend)[0].tolist() == [4, 0, 2, 0, 2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_drafts_and_nan(backend):
+    logits = torch.randn(2, 1, 11)
+    logits[0, 0, ::2] = float("nan")  # NaN entries never win
+    logits[1, 0] = float("nan")       # nothing valid -> token 0
+    acc, nxt = verify(torch.empty(2, 0, dtype=torch.int64), logits, backend=backend)
+    assert acc.tolist() == [0, 0]
+    assert nxt[0] == torch.nan_to_num(logits[0, 0], nan=float("-inf")).argmax() and nxt[1] == 0
+    q = torch.empty(2, 0, 11)
+    for seed in range(3):
+        _, nxt = verify(torch.empty(2, 0, dtype=torch.int64), logits, draft_probs=q, temperature=1.0,
+                        generator=gen(seed), backend=backend)
+        assert nxt[0] % 2 == 1 and nxt[1] == 0
+
+
+def first_token_dist(backend, row, q_row, seed, **filters):
+    """Empirical distribution of the first emitted token over 4096 copies of one row, with the draft
+    tokens drawn from q (the test may use multinomial; the kernels do not)."""
+    n, (k1, v) = 4096, row.shape
+    logits = row.repeat(n, 1, 1)
+    q = q_row.repeat(n, 1, 1)
+    draft = torch.multinomial(q_row, n, replacement=True, generator=gen(seed + 1000)).t().contiguous()
+    acc, nxt = verify(draft, logits, draft_probs=q, generator=gen(seed), backend=backend, **filters)
+    first = torch.where(acc > 0, draft[:, 0], nxt)
+    assert ((acc >= 0) & (acc <= k1 - 1)).all()
+    return torch.bincount(first, minlength=v).double(), n
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rejection_sampling_is_lossless(backend):
+    torch.manual_seed(3)
+    v, k = 8, 2
+    row = torch.randn(k + 1, v)
+    q_peak = torch.zeros(k, v)
+    q_peak[:, 0] = 1.0  # draft always proposes token 0 with certainty: very different from p
+    q_soft = torch.softmax(torch.randn(k, v) * 2, -1)
+    cases = [(q_peak, dict(temperature=1.0)), (q_soft, dict(temperature=0.8, top_k=5))]
+    cases += [(q_soft, dict(temperature=1.3, top_k=6, top_p=0.9, min_p=0.05)), (q_peak, dict(temperature=1.0, top_p=0.7))]
+    for i, (q, filt) in enumerate(cases):
+        full = dict(top_k=0, top_p=1.0, min_p=0.0) | filt
+        p = filtered_probs(row[:1], *(torch.tensor([full[n]]) for n in ("temperature", "top_k", "top_p", "min_p")))[0]
+        counts, n = first_token_dist(backend, row, q, 50 + i, **filt)
+        support = p > 0
+        assert counts[~support].sum() == 0
+        pval = stats.chisquare(counts[support].numpy(), (p[support] * n).numpy()).pvalue
+        assert pval > P_THRESHOLD, (i, counts, p * n, pval)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_greedy_and_sampled_rows_deterministic(backend):
+    b, k, v = 6, 3, 20
+    logits = torch.randn(b, k + 1, v)
+    q = torch.softmax(torch.randn(b, k, v), -1)
+    draft = torch.randint(0, v, (b, k))
+    draft[0] = logits[0, :k].argmax(-1)
+    t = torch.tensor([0.0, 1.0, 0.0, 0.7, 0.0, 1.0])
+    a1 = verify(draft, logits, draft_probs=q, temperature=t, generator=gen(5), backend=backend)
+    a2 = verify(draft, logits, draft_probs=q, temperature=t, generator=gen(5), backend=backend)
+    assert torch.equal(a1[0], a2[0]) and torch.equal(a1[1], a2[1])
+    g_acc, g_nxt = greedy_expect(draft, logits, torch.full((b,), k))
+    greedy = t == 0
+    assert torch.equal(a1[0][greedy], g_acc[greedy]) and torch.equal(a1[1][greedy], g_nxt[greedy])
+    assert ((a1[1] >= 0) & (a1[1] < v)).all()
+
+
+def test_errors():
+    d = torch.zeros(2, 3, dtype=torch.int64)
+    x = torch.randn(2, 4, 10)
+    with pytest.raises(ValueError, match=r"target_logits must be \[B, K\+1, V\] = \[2, 4, V\]"):
+        verify(d, torch.randn(2, 3, 10))
+    with pytest.raises(TypeError, match="draft_tokens has dtype int32"):
+        verify(d.int(), x)
+    with pytest.raises(ValueError, match="draft_probs=None but temperature > 0"):
+        verify(d, x, temperature=1.0)
+    with pytest.raises(ValueError, match=r"draft_probs has shape \(2, 3, 9\)"):
+        verify(d, x, draft_probs=torch.rand(2, 3, 9), temperature=1.0)
+    with pytest.raises(ValueError, match=r"num_draft=4 is out of range \[0, K=3\]"):
+        verify(d, x, num_draft=torch.tensor([1, 4]))
+    with pytest.raises(ValueError, match="draft_tokens contains 10"):
+        verify(torch.tensor([[0, 10, 0], [0, 0, 0]]), x)
+    # a bad token past the ragged end is ignored
+    verify(torch.tensor([[0, 10, 0], [0, 0, 0]]), x, num_draft=torch.tensor([1, 3]))
+    with pytest.raises(ValueError, match="top_p=0.0"):
+        verify(d, x, top_p=0.0)
+    # hot path: no value checks, out-of-range values are clamped/rejected, never out-of-range tokens
+    acc, nxt = verify(torch.tensor([[0, 99, 0], [0, 0, 0]]), x, num_draft=torch.tensor([7, -1]), _validated=True)
+    assert acc.tolist()[1] == 0 and acc[0] <= 1 and ((nxt >= 0) & (nxt < 10)).all()
