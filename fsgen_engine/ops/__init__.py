@@ -4,31 +4,18 @@ Every op validates its inputs (the error names the argument, the value and the f
 to one backend: ``cuda`` (native ``_C``), ``triton`` (``fsgen_engine.kernels``), ``cpu`` (native
 ``_C``) or ``reference`` (plain torch; the definition). ``backend="auto"`` picks the fastest one
 available for the tensors' device; ``backend=...`` or ``FSGEN_BACKEND`` force one
-(see ``fsgen_engine.ops._dispatch``).
+(see ``fsgen_engine.ops._dispatch``). Triton is imported only when a Triton kernel runs.
 
 Ops: token_stats, fuse_logits, sample, verify, store_kv, paged_attention.
 """
-from __future__ import annotations
+# Bound eagerly: each op's module has the op's own name, and a lazily resolved attribute would be
+# shadowed by the submodule as soon as anything imported the submodule first.
+from fsgen_engine.ops.fuse_logits import fuse_logits
+from fsgen_engine.ops.paged_attention import paged_attention
+from fsgen_engine.ops.sample import SamplingTensors, sample
+from fsgen_engine.ops.store_kv import store_kv
+from fsgen_engine.ops.token_stats import TokenStats, token_stats
+from fsgen_engine.ops.verify import verify
 
-import importlib
-
-_EXPORTS = {
-    "token_stats": "fsgen_engine.ops.token_stats",
-    "TokenStats": "fsgen_engine.ops.token_stats",
-    "fuse_logits": "fsgen_engine.ops.fuse_logits",
-    "sample": "fsgen_engine.ops.sample",
-    "verify": "fsgen_engine.ops.verify",
-    "store_kv": "fsgen_engine.ops.store_kv",
-    "paged_attention": "fsgen_engine.ops.paged_attention",
-}
-
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    # Lazy: importing the package must not import triton or build anything.
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fsgen_engine.ops' has no attribute {name!r}")
+__all__ = ["token_stats", "TokenStats", "fuse_logits", "sample", "SamplingTensors", "verify", "store_kv",
+           "paged_attention"]

@@ -1,0 +1,195 @@
+// ops.token_stats on CUDA: one block per row, one pass over the vocabulary.
+//
+// Each thread walks groups of 4 consecutive elements (one 16-byte fp32 / 8-byte 16-bit load when the
+// row start is 4-element aligned, else 4 scalar loads), keeping an online-softmax state: max m (=
+// top-1 value), sum e = exp(x-m), sum e*(x-m), top-2 value, index of its first maximum, first NaN.
+// States merge with warp shuffles, then across warps through shared memory. Same algorithm and
+// special-row rules as csrc/cpu/token_stats.cpp and fsgen_engine/reference/token_stats.py.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "fsgen.h"
+
+namespace fsgen {
+namespace {
+
+constexpr int kThreads = 512;
+
+struct State {
+  float m, t2, s0, s1;
+  int64_t idx, nan_idx;
+};
+
+__device__ __forceinline__ float load1(const void* p, int dtype, int64_t i) {
+  if (dtype == kFloat32) return static_cast<const float*>(p)[i];
+  const unsigned short raw = static_cast<const unsigned short*>(p)[i];
+  if (dtype == kFloat16) return __half2float(__ushort_as_half(raw));
+  return __uint_as_float(static_cast<unsigned int>(raw) << 16);
+}
+
+__device__ __forceinline__ void load4(const void* p, int dtype, int64_t i, bool vec, float out[4]) {
+  if (vec) {
+    if (dtype == kFloat32) {
+      const float4 v = *reinterpret_cast<const float4*>(static_cast<const float*>(p) + i);
+      out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+      return;
+    }
+    const uint2 v = *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + i);
+    const unsigned short h[4] = {static_cast<unsigned short>(v.x & 0xffffu), static_cast<unsigned short>(v.x >> 16),
+                                 static_cast<unsigned short>(v.y & 0xffffu), static_cast<unsigned short>(v.y >> 16)};
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      out[k] = dtype == kFloat16 ? __half2float(__ushort_as_half(h[k])) : __uint_as_float(static_cast<unsigned int>(h[k]) << 16);
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) out[k] = load1(p, dtype, i + k);
+}
+
+// Fold elements x[0..n) at indices base.. (increasing) into the state.
+__device__ __forceinline__ void fold(State& st, const float* x, int n, int64_t base) {
+  float xs[4];
+  float cm = -INFINITY;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (k >= n) { xs[k] = -INFINITY; continue; }
+    const bool nan = x[k] != x[k];
+    if (nan && st.nan_idx < 0) st.nan_idx = base + k;
+    xs[k] = nan ? -INFINITY : x[k];
+    st.t2 = fmaxf(st.t2, fminf(fmaxf(st.m, cm), xs[k]));  // min(running top-1, x), with multiplicity
+    if (xs[k] > fmaxf(st.m, cm)) st.idx = base + k;
+    cm = fmaxf(cm, xs[k]);
+  }
+  const float new_m = fmaxf(st.m, cm);
+  if (new_m == -INFINITY) return;
+  if (new_m > st.m) {
+    if (st.m != -INFINITY) {
+      const float delta = st.m - new_m;
+      const float scale = expf(delta);
+      st.s1 = (st.s1 + delta * st.s0) * scale;
+      st.s0 *= scale;
+    }
+    st.m = new_m;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (xs[k] == -INFINITY) continue;
+    const float d = xs[k] - new_m;
+    const float e = expf(d);
+    st.s0 += e;
+    st.s1 += e * d;
+  }
+}
+
+__device__ __forceinline__ State merge(const State& a, const State& b) {
+  State r;
+  const bool a_first = a.m > b.m || (a.m == b.m && a.idx >= 0 && (b.idx < 0 || a.idx < b.idx));
+  const State& w = a_first ? a : b;
+  const State& l = a_first ? b : a;
+  r.m = w.m;
+  r.idx = w.idx;
+  r.t2 = fmaxf(w.t2, l.m);
+  r.t2 = fmaxf(r.t2, l.t2);
+  r.nan_idx = a.nan_idx < 0 ? b.nan_idx : (b.nan_idx < 0 ? a.nan_idx : min(a.nan_idx, b.nan_idx));
+  r.s0 = 0.f, r.s1 = 0.f;
+  const float M = r.m;
+  if (M != -INFINITY && M != INFINITY) {
+    if (a.m != -INFINITY) {
+      const float d = a.m - M, sc = expf(d);
+      r.s0 += a.s0 * sc, r.s1 += (a.s1 + d * a.s0) * sc;
+    }
+    if (b.m != -INFINITY) {
+      const float d = b.m - M, sc = expf(d);
+      r.s0 += b.s0 * sc, r.s1 += (b.s1 + d * b.s0) * sc;
+    }
+  }
+  return r;
+}
+
+__device__ __forceinline__ State shfl_down(const State& s, int off) {
+  State r;
+  r.m = __shfl_down_sync(0xffffffffu, s.m, off);
+  r.t2 = __shfl_down_sync(0xffffffffu, s.t2, off);
+  r.s0 = __shfl_down_sync(0xffffffffu, s.s0, off);
+  r.s1 = __shfl_down_sync(0xffffffffu, s.s1, off);
+  r.idx = __shfl_down_sync(0xffffffffu, s.idx, off);
+  r.nan_idx = __shfl_down_sync(0xffffffffu, s.nan_idx, off);
+  return r;
+}
+
+__global__ void __launch_bounds__(kThreads) token_stats_kernel(const void* logits, int64_t B, int64_t V,
+                                                               int64_t row_stride, int dtype, float* out,
+                                                               int64_t* argmax) {
+  const int64_t row = blockIdx.x;
+  const int64_t esize = dtype == kFloat32 ? 4 : 2;
+  const char* p = static_cast<const char*>(logits) + row * row_stride * esize;
+  const bool vec = (reinterpret_cast<uintptr_t>(p) % (4 * esize)) == 0;
+  State st{-INFINITY, -INFINITY, 0.f, 0.f, -1, -1};
+  const int64_t nvec = V / 4;
+  float x[4];
+  for (int64_t g = threadIdx.x; g < nvec; g += kThreads) {
+    load4(p, dtype, g * 4, vec, x);
+    fold(st, x, 4, g * 4);
+  }
+  const int64_t tail = V - nvec * 4;
+  if (threadIdx.x == 0 && tail > 0) {
+    for (int k = 0; k < tail; ++k) x[k] = load1(p, dtype, nvec * 4 + k);
+    // the tail has the highest indices, so folding it last keeps this thread's indices increasing
+    fold(st, x, static_cast<int>(tail), nvec * 4);
+  }
+  // idx < 0 means "no element above -inf seen"; merge treats it as the largest index
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) st = merge(st, shfl_down(st, off));
+  __shared__ State warp_states[kThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) warp_states[warp] = st;
+  __syncthreads();
+  if (warp == 0) {
+    st = lane < kThreads / 32 ? warp_states[lane] : State{-INFINITY, -INFINITY, 0.f, 0.f, -1, -1};
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) st = merge(st, shfl_down(st, off));
+    if (lane == 0) {
+      const float nan = __int_as_float(0x7fc00000);
+      float ent = nan, mp = nan, mg = nan, lse;
+      int64_t am;
+      if (st.nan_idx >= 0) {
+        lse = nan, am = st.nan_idx;
+      } else if (st.m == INFINITY || st.m == -INFINITY) {
+        lse = st.m, am = st.m == INFINITY ? st.idx : 0;
+      } else {
+        const float log_s0 = logf(st.s0);
+        lse = st.m + log_s0;
+        mp = 1.f / st.s0;
+        ent = fmaxf(log_s0 - st.s1 / st.s0, 0.f);
+        mg = (1.f - expf(st.t2 - st.m)) / st.s0;  // t2 == -inf -> margin == max_prob
+        am = st.idx;
+      }
+      out[row] = ent, out[B + row] = mp, out[2 * B + row] = mg, out[3 * B + row] = lse;
+      argmax[row] = am;
+    }
+  }
+}
+
+void token_stats_cuda(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride, int dtype,
+                      std::uintptr_t out_f32, std::uintptr_t out_argmax, std::uintptr_t stream) {
+  if (B == 0) return;
+  token_stats_kernel<<<static_cast<unsigned int>(B), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+      ptr<const void>(logits), B, V, row_stride, dtype, ptr<float>(out_f32), ptr<int64_t>(out_argmax));
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw std::runtime_error(std::string("token_stats_cuda: ") + cudaGetErrorString(err));
+}
+
+Registrar reg([](py::module_& m) {
+  m.def("token_stats_cuda", &token_stats_cuda,
+        "token_stats_cuda(logits, B, V, row_stride, dtype, out_f32, out_argmax, stream): device pointers; "
+        "logits [B,V] (unit stride along V), float32 out [4,B] (entropy, max_prob, margin, logsumexp), int64 "
+        "out [B]; launched on the given cudaStream_t");
+});
+
+}  // namespace
+}  // namespace fsgen
