@@ -1,0 +1,166 @@
+"""``fsgen generate``: collaborative generation for a few prompts, with a stats table."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "generate"
+HELP = "generate with a large/small model pair and a collaboration method"
+
+METHODS = ("large", "small", "oracle", "contrastive", "proxy", "speculative", "bild")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    m = parser.add_argument_group("models and engine")
+    m.add_argument("--large", required=True, metavar="PATH", help="large model (System 2): HF folder or GGUF file")
+    m.add_argument("--small", required=True, metavar="PATH",
+                   help="small model (System 1): HF folder, GGUF file, or early_exit:N (the large model's first N layers)")
+    m.add_argument("--small-ft", default=None, metavar="PATH", help="small fine-tuned model (needed by --method proxy)")
+    m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    m.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (engine default when omitted)")
+    m.add_argument("--kv-memory", default=None, help="KV pool size, e.g. 2GiB or 0.5 (fraction of free memory)")
+    m.add_argument("--max-batch", type=int, default=None, help="most sequences decoded together")
+    m.add_argument("--page-size", type=int, default=None, help="tokens per KV page")
+    c = parser.add_argument_group("collaboration")
+    c.add_argument("--method", default="oracle", metavar="METHOD",
+                   help="collaboration method: " + ", ".join(METHODS) + " (FS-GEN: oracle, contrastive, proxy, "
+                        "speculative; baselines large, small)")
+    c.add_argument("--router", default="always",
+                   help="when System 2 is called: always, never, max_prob:T, margin:T, entropy:T, learned:ROUTER.joblib")
+    c.add_argument("--num-draft-tokens", type=int, default=None, help="speculative draft length K (default 5)")
+    c.add_argument("--alpha", type=float, default=None,
+                   help="contrastive plausibility cutoff (default 0.1) or proxy strength (default 1.0)")
+    c.add_argument("--beta", type=float, default=None, help="contrastive weight (default 0.5)")
+    c.add_argument("--preset", default=None, help="contrastive preset: fsgen (interpolation) or obrien")
+    p = parser.add_argument_group("prompts")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeat the option for several)")
+    src.add_argument("--prompts-file", metavar="FILE",
+                     help="prompts, one per line (a .jsonl file: one JSON string or object with 'prompt' per line)")
+    p.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
+    s = parser.add_argument_group("decoding")
+    s.add_argument("--max-new-tokens", type=int, default=128, help="most tokens generated per prompt")
+    s.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy (FS-GEN)")
+    s.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    s.add_argument("--top-p", type=float, default=None, help="nucleus sampling probability mass")
+    s.add_argument("--min-p", type=float, default=None, help="drop tokens below min_p x the top probability")
+    s.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    s.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop string (repeatable)")
+    s.add_argument("--ignore-eos", action="store_true", help="keep generating past the end-of-sequence token")
+    o = parser.add_argument_group("output")
+    o.add_argument("--out", default=None, metavar="TRACES.jsonl",
+                   help="write one trace per prompt (input of fsgen analyze / train-router)")
+    o.add_argument("--quiet", action="store_true", help="print neither the texts nor the progress bar")
+
+
+def read_prompts(args) -> list[str]:
+    import json
+
+    if args.prompt:
+        return list(args.prompt)
+    prompts = []
+    with open(args.prompts_file, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if args.prompts_file.endswith(".jsonl"):
+                obj = json.loads(line)
+                if isinstance(obj, dict):
+                    if "prompt" not in obj:
+                        raise ValueError(f"{args.prompts_file}:{n} has no 'prompt' key")
+                    obj = obj["prompt"]
+                prompts.append(str(obj))
+            else:
+                prompts.append(line)
+    if not prompts:
+        raise ValueError(f"{args.prompts_file} holds no prompts")
+    return prompts
+
+
+def gen_kwargs(args) -> dict:
+    kw = {"method": args.method, "router": args.router, "max_new_tokens": args.max_new_tokens,
+          "temperature": args.temperature, "seed": args.seed, "chat": args.chat}
+    for k in ("top_k", "top_p", "min_p", "num_draft_tokens", "alpha", "beta", "preset", "stop"):
+        v = getattr(args, k)
+        if v is not None:
+            kw[k] = v
+    if args.ignore_eos:
+        kw["ignore_eos"] = True
+    return kw
+
+
+def stats_table(outputs, wall_s: float):
+    """A rich Table: one row per prompt and a total row."""
+    from rich.table import Table
+
+    t = Table(title="generation stats")
+    for col in ("#", "tokens", "large calls", "mismatches", "CF", "acceptance", "tokens/s"):
+        t.add_column(col, justify="right")
+    tot = {"tokens": 0, "calls": 0, "mism": 0, "draft": 0, "acc": 0}
+
+    def acc(d, a):
+        return f"{a / d:.3f}" if d else "-"
+
+    for i, o in enumerate(outputs):
+        s = o.stats
+        t.add_row(str(i), str(s.total_tokens), str(s.large_calls), str(s.mismatches),
+                  f"{s.collaboration_frequency:.3f}", acc(s.draft_tokens, s.accepted_draft_tokens),
+                  f"{s.tokens_per_s:.1f}" if s.tokens_per_s else "-")
+        tot["tokens"] += s.total_tokens
+        tot["calls"] += s.large_calls
+        tot["mism"] += s.mismatches
+        tot["draft"] += s.draft_tokens
+        tot["acc"] += s.accepted_draft_tokens
+    cf = tot["mism"] / tot["tokens"] if tot["tokens"] else 0.0
+    t.add_row("all", str(tot["tokens"]), str(tot["calls"]), str(tot["mism"]), f"{cf:.3f}",
+              acc(tot["draft"], tot["acc"]), f"{tot['tokens'] / wall_s:.1f}" if wall_s > 0 else "-",
+              style="bold")
+    return t
+
+
+def run(args) -> int:
+    import sys
+    import time
+
+    from rich.console import Console
+
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        prompts = read_prompts(args)
+        from fsgen_engine.engine import Engine
+
+        kw = {k: getattr(args, k) for k in ("device", "dtype", "kv_memory", "max_batch", "page_size")
+              if getattr(args, k) is not None}
+        with err.status(f"loading {args.large} + {args.small}", spinner="dots") if not args.quiet else _null():
+            engine = Engine(args.large, args.small, args.small_ft, **kw)
+        t0 = time.perf_counter()
+        outputs = engine.generate(prompts, progress=not args.quiet, **gen_kwargs(args))
+        wall = time.perf_counter() - t0
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        print(f"fsgen generate: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        for i, (p, o) in enumerate(zip(prompts, outputs)):
+            console.rule(f"[{i}] {o.finish_reason}")
+            console.print(p, style="dim", markup=False, highlight=False)
+            console.print(o.text, markup=False, highlight=False)
+    console.print(stats_table(outputs, wall))
+    if args.out:
+        from fsgen_engine.outputs import write_traces
+
+        for p, o in zip(prompts, outputs):
+            if o.prompt is None:
+                o.prompt = p
+            o.meta = {"large": args.large, "small": args.small, **(o.meta or {})}
+        write_traces(args.out, outputs)
+        print(f"wrote {len(outputs)} traces to {args.out}", file=sys.stderr)
+    return 0
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,96 @@
+"""The research code's JSONL record format (methods doc section 5): writer and reader.
+
+One JSON object per line per sample: the per-sample dict of ``FSGenOpenSource.generate_text``
+(``text, tokens, topK, slm_logits_prob, llm_logits_prob, if_match_now, total_tokens_num,
+latent_tokens_num, mismatch_tokens_num``) plus the data-set fields ``id, dataset, inputs, correct,
+llm_name, slm_name, slm_text, method_info``.
+"""
+from __future__ import annotations
+
+import json
+
+RESULT_KEYS = ("text", "tokens", "topK", "slm_logits_prob", "llm_logits_prob", "if_match_now",
+               "total_tokens_num", "latent_tokens_num", "mismatch_tokens_num")
+DATASET_KEYS = ("id", "dataset", "inputs", "correct", "llm_name", "slm_name", "slm_text", "method_info")
+# data-set fields that may be given per record (a list/tuple with one value per record)
+PER_RECORD_KEYS = ("id", "inputs", "correct", "slm_text")
+_DEFAULTS = {"dataset": "", "inputs": "", "correct": None, "llm_name": "", "slm_name": "", "slm_text": "",
+             "method_info": []}
+
+
+def record_from_output(out, tokenizer=None) -> dict:
+    """A research record for one engine ``GenerationOutput`` (no top-100 distributions: the engine's
+    trace keeps statistics only, so ``topK`` is 0 and the ``*_logits_prob`` lists are empty; every count
+    and ``if_match_now`` is exact). Data-set fields come from ``out.meta`` where present."""
+    from .names import research_method_info
+
+    cols = out.trace.columns
+    flags = [int(t != s) for r, t, s in zip(cols["routed"], cols["token"], cols["small_argmax"]) if r]
+    if tokenizer is not None:
+        tokens = [tokenizer.decode([t], skip_special_tokens=False) for t in out.token_ids]
+    else:
+        tokens = [str(t) for t in out.token_ids]
+    st = out.stats
+    rec = {"text": out.text, "tokens": tokens, "topK": 0, "slm_logits_prob": [], "llm_logits_prob": [],
+           "if_match_now": flags, "total_tokens_num": st.total_tokens or len(out.token_ids),
+           "latent_tokens_num": st.large_calls, "mismatch_tokens_num": st.mismatches}
+    meta = out.meta or {}
+    for k_rec, k_meta in (("id", "id"), ("dataset", "dataset"), ("inputs", "inputs"), ("correct", "correct"),
+                          ("llm_name", "large"), ("slm_name", "small"), ("slm_text", "slm_text")):
+        if k_meta in meta:
+            rec[k_rec] = meta[k_meta]
+    if "inputs" not in rec and isinstance(out.prompt, str):
+        rec["inputs"] = out.prompt
+    rec["method_info"] = research_method_info(out.method, out.router, meta.get("gen_kwargs"))
+    return rec
+
+
+def _as_record(r, tokenizer) -> dict:
+    if isinstance(r, dict):
+        return dict(r)
+    if hasattr(r, "trace") and hasattr(r, "token_ids"):
+        return record_from_output(r, tokenizer)
+    raise ValueError(f"record {type(r).__name__} is neither a generate_text dict nor a GenerationOutput")
+
+
+def write_fsgen_records(path, records, *, tokenizer=None, **dataset_fields) -> int:
+    """Write research records (JSONL) to ``path``; returns the number written.
+
+    ``records``: ``generate_text`` dicts or engine ``GenerationOutput``s (see :func:`record_from_output`;
+    ``tokenizer`` decodes their token strings). ``dataset_fields``: any of ``DATASET_KEYS``; a value
+    applies to every record, except ``id``/``inputs``/``correct``/``slm_text`` given as a list or
+    tuple, which holds one value per record. Fields neither given nor in a record get defaults
+    (``id`` = the record's index)."""
+    unknown = sorted(set(dataset_fields) - set(DATASET_KEYS))
+    if unknown:
+        raise ValueError(f"unknown record fields {unknown}; the data-set fields are {list(DATASET_KEYS)}")
+    recs = [_as_record(r, tokenizer) for r in records]
+    for k in PER_RECORD_KEYS:
+        v = dataset_fields.get(k)
+        if isinstance(v, (list, tuple)) and len(v) != len(recs):
+            raise ValueError(f"{k} has {len(v)} values for {len(recs)} records: give one per record or a scalar")
+    with open(path, "w", encoding="utf-8") as f:
+        for i, rec in enumerate(recs):
+            for k in DATASET_KEYS:
+                if k in dataset_fields:
+                    v = dataset_fields[k]
+                    rec[k] = v[i] if k in PER_RECORD_KEYS and isinstance(v, (list, tuple)) else v
+                elif k not in rec:
+                    rec[k] = i if k == "id" else _DEFAULTS[k]
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return len(recs)
+
+
+def read_fsgen_records(path) -> list[dict]:
+    """Read a research record file; checks each line is a record (has the count keys)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            if not isinstance(obj, dict) or "total_tokens_num" not in obj:
+                raise ValueError(f"{path}:{n} is not an FS-GEN record (no 'total_tokens_num'); "
+                                 "engine trace files are read with fsgen_engine.outputs.read_traces")
+            out.append(obj)
+    return out
