@@ -3,4 +3,17 @@ from fsgen_engine import ops
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "__version__"]
+__all__ = ["ops", "__version__", "Engine", "GenerationOutput"]
+
+
+def __getattr__(name):
+    # lazy: importing the package must not load the engine (models, transformers)
+    if name == "Engine":
+        from fsgen_engine.engine import Engine
+
+        return Engine
+    if name == "GenerationOutput":
+        from fsgen_engine.outputs import GenerationOutput
+
+        return GenerationOutput
+    raise AttributeError(f"module 'fsgen_engine' has no attribute {name!r}")

@@ -1,0 +1,387 @@
+"""Engine: owns the models, the shared paged KV pool and the decode loop.
+
+    from fsgen_engine import Engine
+    eng = Engine("Qwen/large-folder", "small.gguf")                 # or "early_exit:N" as small
+    outs = eng.generate(["Question: ..."], method="speculative", num_draft_tokens=5)
+
+Rows are admitted as KV pages allow (each row reserves its worst case up front, so a step never runs
+out of pages) and up to ``max_batch`` at a time; a finished row frees its pages at once and the next
+prompt joins the running batch at the next step (continuous batching: its prompt is simply the
+"pending" tokens of its first forward).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import time
+from collections import deque
+
+import torch
+
+from fsgen_engine.methods import METHODS, make_method, models_needed
+from fsgen_engine.methods.base import MethodConfig
+from fsgen_engine.outputs import GenerationOutput
+from fsgen_engine.routers import parse_router
+from fsgen_engine.runtime.executor import Sampler, StepRunner
+from fsgen_engine.runtime.rows import Row, StopRules
+from fsgen_engine.runtime.model_info import (check_tokenizers, eos_ids_of, kv_spec_of, max_positions_of,
+                                             resolve_device, resolve_dtype, vocab_size_of)
+
+PRESETS = {"fsgen": "contrastive", "obrien": "contrastive_obrien"}
+TARGETS = (None, "large", "contrastive", "proxy")
+
+
+class Engine:
+    """Collaborative decoding over a large, a small and optionally a small fine-tuned model.
+
+    Each model is a local HF folder, a GGUF file, a model object of ``fsgen_engine.models`` (an HF
+    ``PreTrainedModel`` is converted with ``from_hf_model``), or ``"early_exit:N"``: the large model's
+    first N layers + its final norm and LM head, sharing its weights (self-speculative drafting).
+    The tokenizers must agree on every shared id (vocab sizes may differ by padding rows only).
+    All models share one paged KV pool of ``kv_memory`` bytes (``"2GiB"``, a fraction of free device
+    memory, or None: ``FSGEN_KV_MEMORY``) with ``page_size`` tokens per page; ``num_pages`` fixes the
+    page count instead (tests).
+    """
+
+    def __init__(self, large, small, small_ft=None, *, device="auto", dtype="auto", kv_memory=None,
+                 max_batch: int = 32, page_size: int = 16, num_pages: int | None = None):
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch={max_batch!r} must be an integer >= 1")
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size={page_size!r} must be an integer >= 1 (tokens per KV page), e.g. 16")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.max_batch = max_batch
+        self.names = {}
+        self.models = {}
+        self.tokenizers = {}
+        self._load("large", large)
+        self._load("small", small)
+        if small_ft is not None:
+            self._load("small_ft", small_ft)
+        self.tokenizer = self.tokenizers.get("large") or self.tokenizers.get("small") or self.tokenizers.get("small_ft")
+        ids = list(self.models)
+        for a_i in range(len(ids)):
+            for b_i in range(a_i + 1, len(ids)):
+                a, b = ids[a_i], ids[b_i]
+                check_tokenizers(self.tokenizers.get(a), self.tokenizers.get(b), self.names[a], self.names[b],
+                                 vocab_size_of(self.models[a]), vocab_size_of(self.models[b]))
+        self.vocab_size = min(vocab_size_of(m) for m in self.models.values())
+        self.max_positions = min(max_positions_of(m) for m in self.models.values())
+        self.eos_ids = sorted(eos_ids_of(self.models["large"], self.tokenizer))
+        from fsgen_engine.kv import KVPool
+
+        specs = {m: kv_spec_of(model, self.dtype, self.device) for m, model in self.models.items()}
+        if num_pages is None:
+            # never more pages than max_batch full-context rows of every model could use
+            cap = max_batch * len(specs) * -(-(self.max_positions + 2) // page_size)
+            from fsgen_engine.config import env_kv_memory
+
+            mem = kv_memory if kv_memory is not None else env_kv_memory(self.device.type)
+            num_pages = min(cap, KVPool.num_pages_for(specs, page_size, mem))
+        self.kv = KVPool.create(specs, page_size=page_size, num_pages=int(num_pages))
+        self.runner = StepRunner(self.models, self.kv, self.vocab_size, self.device)
+        self._next_seq = 0
+
+    # ------------------------------------------------------------------ loading
+    def _load(self, role: str, spec) -> None:
+        if isinstance(spec, str) and spec.startswith("early_exit:"):
+            if role == "large":
+                raise ValueError("large='early_exit:N' is not possible: early exit derives a model from the large one")
+            arg = spec.split(":", 1)[1]
+            try:
+                n = int(arg)
+            except ValueError:
+                raise ValueError(f"{role}={spec!r}: early_exit needs a layer count, e.g. 'early_exit:4'") from None
+            large = self.models["large"]
+            total = int(getattr(large, "num_layers"))
+            if not 1 <= n < total:
+                raise ValueError(f"{role}={spec!r}: N must be in [1, {total - 1}] (the large model has {total} layers)")
+            self.models[role] = large.early_exit(n)
+            self.tokenizers[role] = self.tokenizers.get("large")
+            self.names[role] = f"{self.names['large']} (early_exit:{n})"
+            return
+        from fsgen_engine import models as M
+
+        if isinstance(spec, (str, os.PathLike)):
+            path = os.fspath(spec)
+            if not os.path.exists(path):
+                raise ValueError(f"{role}={path!r}: no such model folder or GGUF file")
+            model, tok = M.load_model(path, dtype=self.dtype, device=self.device)
+            self.names[role] = path
+        elif hasattr(spec, "forward") and hasattr(spec, "num_layers") and hasattr(spec, "early_exit"):
+            model, tok = spec, getattr(spec, "tokenizer", None)
+            self.names[role] = getattr(spec, "name", None) or type(spec).__name__
+        elif isinstance(spec, torch.nn.Module) and hasattr(spec, "config"):
+            model, tok = M.from_hf_model(spec, dtype=self.dtype, device=self.device), None
+            if isinstance(model, tuple):
+                model, tok = model
+            self.names[role] = getattr(spec.config, "_name_or_path", None) or type(spec).__name__
+        else:
+            raise ValueError(f"{role}={spec!r} is not a model: pass a local HF folder, a GGUF file, a loaded "
+                             f"fsgen_engine model, an HF model, or 'early_exit:N' (small only)")
+        self.models[role] = model
+        self.tokenizers[role] = tok
+
+    def _new_seq_id(self) -> int:
+        self._next_seq += 1
+        return self._next_seq
+
+    # ------------------------------------------------------------------ generate
+    def generate(self, prompts, *, method: str, router=None, max_new_tokens: int = 128, stop=None,
+                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed=None,
+                 num_draft_tokens: int = 5, adaptive_draft: bool = False, target=None, alpha=None, beta=None,
+                 preset=None, mismatch_reference=None, ignore_eos: bool = False, chat: bool = False,
+                 progress: bool = True, bild_rollback: float = 5.0, bild_max_small: int = 10
+                 ) -> list[GenerationOutput]:
+        """Generate a continuation for each prompt with a collaboration method.
+
+        prompts: list of strings (chat template applied when ``chat=True`` and the tokenizer has one) or
+            token-id lists; a single string is accepted too.
+        method: ``large`` | ``small`` | ``oracle`` | ``contrastive`` | ``proxy`` | ``speculative`` | ``bild``.
+        router: when System 2 is called (oracle / contrastive / proxy; bild's fallback rule):
+            ``always`` | ``never`` | ``max_prob:T`` | ``margin:T`` | ``entropy:T`` | ``learned:PATH`` (aliases
+            normal, none, threshold, delta_threshold). None = ``always`` (bild: ``max_prob:0.6``).
+        max_new_tokens: >= 1 (capped by the models' context). stop: a string, a token id, or a list of
+            strings / token ids / token-id sequences; a stop string is removed from ``text``.
+        temperature (0 = greedy), top_k (0 = off), top_p (1 = off), min_p (0 = off): sampling after
+            fusion; seed: int for reproducible sampling.
+        num_draft_tokens: speculative K; adaptive_draft: per-row K in [1, 2K] (+1 after a fully accepted
+            round, -1 after a rejection). target: speculative target, None/"large", "contrastive" or
+            "proxy" (lossless w.r.t. the fused distribution).
+        alpha, beta, preset: fusion parameters. contrastive: preset ``"fsgen"`` (default; alpha 0.1,
+            beta 0.5), ``"obrien"``, or weights ``(w_l, w_s)``; proxy: alpha (default 1.0).
+        mismatch_reference: proxy only, ``"small"`` (the small base model's argmax, FS-GEN, default) or
+            ``"small_ft"``.
+        ignore_eos: keep generating past EOS. progress: a progress bar on stderr.
+        bild_rollback (5.0 nats) / bild_max_small (10): BiLD's rollback threshold and small-run limit.
+
+        Returns one :class:`GenerationOutput` per prompt, in order. Every argument is validated before
+        any state changes; pages are returned to the pool when the call ends, also on error.
+        """
+        cfg, prompt_ids, rules, sampler_args, seed = self._validate(
+            prompts, method=method, router=router, max_new_tokens=max_new_tokens, stop=stop,
+            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
+            num_draft_tokens=num_draft_tokens, adaptive_draft=adaptive_draft, target=target, alpha=alpha,
+            beta=beta, preset=preset, mismatch_reference=mismatch_reference, ignore_eos=ignore_eos, chat=chat,
+            bild_rollback=bild_rollback, bild_max_small=bild_max_small)
+        generator = None
+        if sampler_args["temperature"] > 0:
+            generator = torch.Generator(device=self.device)
+            if seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(int(seed))
+        sampler = Sampler(self.device, generator=generator, **sampler_args)
+        algo = make_method(cfg, self.runner, sampler, rules)
+        S = self.kv.page_size
+        rows, needs = [], []
+        for i, p in enumerate(prompt_ids):
+            room = self.max_positions - len(p) - algo.lookahead
+            if room < 1:
+                raise ValueError(f"prompt #{i} has {len(p)} tokens; with the method's lookahead of "
+                                 f"{algo.lookahead} it leaves no room in the context of {self.max_positions} "
+                                 f"tokens (max_position_embeddings); shorten it")
+            r = Row(index=i, seq_id=-1, prompt=list(p), max_new=min(int(max_new_tokens), room))
+            need = len(algo.model_ids) * -(-(len(p) + r.max_new + algo.lookahead + 1) // S)
+            if need > self.kv.num_pages:
+                raise ValueError(f"prompt #{i} needs up to {need} KV pages ({len(p)} prompt + {r.max_new} new tokens "
+                                 f"over {len(algo.model_ids)} models) but the pool has {self.kv.num_pages}; raise "
+                                 f"kv_memory / FSGEN_KV_MEMORY or lower max_new_tokens")
+            rows.append(r)
+            needs.append(need)
+        t0 = time.perf_counter()
+        self._run(algo, rows, needs, progress, cfg.method)
+        wall = time.perf_counter() - t0
+        outs = []
+        router_name = cfg.router.name if cfg.method not in ("large", "small", "speculative") else ""
+        for r, p in zip(rows, prompts if not isinstance(prompts, str) else [prompts]):
+            st = r.stats
+            st.total_tokens = r.num_generated
+            st.wall_time_s = wall
+            st.tokens_per_s = st.total_tokens / wall if wall > 0 else 0.0
+            outs.append(GenerationOutput(
+                token_ids=r.generated, text=r.final_text(rules), finish_reason=r.finish_reason or "length",
+                stats=st, trace=r.trace, prompt=p if isinstance(p, str) else [int(t) for t in p],
+                method=cfg.method, router=router_name,
+                meta={k: v for k, v in (("target", cfg.target), ("num_draft_tokens", cfg.num_draft_tokens
+                                                                   if cfg.method == "speculative" else None),
+                                        ("fuse", cfg.fuse), ("alpha", cfg.alpha), ("beta", cfg.beta))
+                      if v is not None}))
+        return outs
+
+    def _run(self, algo, rows, needs, progress, method) -> None:
+        pool = self.kv
+        queue = deque(zip(rows, needs))
+        active: list = []
+        reserved = 0
+        admitted: list = []
+        bar = None
+        if progress:
+            try:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(rows), desc=f"fsgen {method}", unit="seq", leave=False)
+            except ImportError:  # pragma: no cover
+                bar = None
+        try:
+            while queue or active:
+                while queue and len(active) < self.max_batch and reserved + queue[0][1] <= pool.num_pages:
+                    r, need = queue.popleft()
+                    r.seq_id = self._new_seq_id()
+                    r.reserved_pages = need
+                    reserved += need
+                    algo.start_row(r)
+                    active.append(r)
+                    admitted.append(r)
+                algo.step(active)
+                still = []
+                for r in active:
+                    if r.finish_reason is None:
+                        still.append(r)
+                        continue
+                    pool.free_sequence(r.seq_id)
+                    reserved -= r.reserved_pages
+                    if bar is not None:
+                        bar.update(1)
+                active = still
+        finally:
+            for r in admitted:
+                pool.free_sequence(r.seq_id)
+            if bar is not None:
+                bar.close()
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self, prompts, *, method, router, max_new_tokens, stop, temperature, top_k, top_p, min_p, seed,
+                  num_draft_tokens, adaptive_draft, target, alpha, beta, preset, mismatch_reference, ignore_eos,
+                  chat, bild_rollback, bild_max_small):
+        if method not in METHODS:
+            raise ValueError(f"method={method!r} is not a method; use one of {', '.join(METHODS)}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
+        _check_sampling(temperature, top_k, top_p, min_p)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise ValueError(f"seed={seed!r} must be an integer or None")
+        if isinstance(num_draft_tokens, bool) or not isinstance(num_draft_tokens, numbers.Integral) \
+                or not 1 <= num_draft_tokens <= 64:
+            raise ValueError(f"num_draft_tokens={num_draft_tokens!r} must be an integer in [1, 64]")
+        if target == "large":
+            target = None
+        if target not in TARGETS:
+            raise ValueError(f"target={target!r} must be None/'large', 'contrastive' or 'proxy' (speculative only)")
+        if target is not None and method != "speculative":
+            raise ValueError(f"target={target!r} is only used with method='speculative' (got method={method!r})")
+        if mismatch_reference not in (None, "small", "small_ft"):
+            raise ValueError(f"mismatch_reference={mismatch_reference!r} must be 'small' (the small base model's "
+                             f"argmax, FS-GEN) or 'small_ft'")
+        needed = models_needed(method, target)
+        if "small_ft" in needed and "small_ft" not in self.models:
+            what = "method='proxy'" if method == "proxy" else "target='proxy'"
+            raise ValueError(f"{what} needs a small fine-tuned model: Engine(large, small, small_ft=...)")
+        default_router = "max_prob:0.6" if method == "bild" else "always"
+        rt = parse_router(default_router if router is None else router)
+        fuse_kind = "proxy" if "small_ft" in needed else ("contrastive" if method == "contrastive" or
+                                                           target == "contrastive" else None)
+        fuse, weights = None, None
+        if fuse_kind == "contrastive":
+            if preset is None or preset == "fsgen":
+                fuse = "contrastive"
+            elif preset == "obrien":
+                fuse = "contrastive_obrien"
+            elif isinstance(preset, (tuple, list)):
+                fuse, weights = "weighted", tuple(preset)
+            else:
+                raise ValueError(f"preset={preset!r} must be 'fsgen', 'obrien' or weights (w_large, w_small)")
+        elif fuse_kind == "proxy":
+            fuse = "proxy"
+        if preset is not None and fuse_kind != "contrastive":
+            raise ValueError(f"preset={preset!r} is only used by contrastive decoding (method='contrastive' or "
+                             f"target='contrastive')")
+        if fuse is not None:
+            from fsgen_engine.ops.fuse_logits import resolve_weights
+
+            try:
+                resolve_weights(fuse, alpha, beta, weights)
+            except ValueError as exc:
+                raise ValueError(f"generate(method={method!r}): {exc}") from None
+            if alpha is None:
+                alpha = 1.0 if fuse == "proxy" else 0.1
+            if beta is None and fuse in ("contrastive", "contrastive_obrien"):
+                beta = 0.5
+        if not isinstance(bild_rollback, numbers.Real) or not bild_rollback > 0:
+            raise ValueError(f"bild_rollback={bild_rollback!r} must be a positive number (nats)")
+        if isinstance(bild_max_small, bool) or not isinstance(bild_max_small, numbers.Integral) or bild_max_small < 1:
+            raise ValueError(f"bild_max_small={bild_max_small!r} must be an integer >= 1")
+        prompt_ids = self._tokenize(prompts, chat)
+        rules = StopRules(self.tokenizer, self.eos_ids, stop, ignore_eos)
+        cfg = MethodConfig(method=method, router=rt, fuse=fuse, alpha=alpha, beta=beta, weights=weights,
+                           num_draft_tokens=int(num_draft_tokens), adaptive_draft=bool(adaptive_draft),
+                           target=target, mismatch_reference=mismatch_reference or "small",
+                           bild_rollback=float(bild_rollback), bild_max_small=int(bild_max_small))
+        sampler_args = dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), min_p=float(min_p))
+        return cfg, prompt_ids, rules, sampler_args, seed
+
+    def _tokenize(self, prompts, chat: bool) -> list[list[int]]:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if isinstance(prompts, torch.Tensor):
+            prompts = prompts.tolist() if prompts.dim() == 2 else [prompts.tolist()]
+        if not isinstance(prompts, (list, tuple)):
+            raise ValueError(f"prompts must be a list of strings or token-id lists, got {type(prompts).__name__}")
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty; pass at least one prompt")
+        if all(isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in prompts):
+            raise ValueError("prompts looks like one token-id list; wrap it: prompts=[[...ids...]]")
+        out = []
+        for i, p in enumerate(prompts):
+            if isinstance(p, str):
+                if self.tokenizer is None:
+                    raise ValueError(f"prompt #{i} is a string but the models have no tokenizer; pass token ids")
+                if chat and getattr(self.tokenizer, "chat_template", None):
+                    ids = self.tokenizer.apply_chat_template([{"role": "user", "content": p}],
+                                                             add_generation_prompt=True, tokenize=True)
+                    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+                        ids = ids["input_ids"]
+                else:
+                    ids = self.tokenizer.encode(p)
+                ids = [int(t) for t in ids]
+            else:
+                if isinstance(p, torch.Tensor):
+                    p = p.reshape(-1).tolist()
+                if not isinstance(p, (list, tuple)) or not all(isinstance(t, numbers.Integral) and not isinstance(
+                        t, bool) for t in p):
+                    raise ValueError(f"prompt #{i} must be a string or a list of token ids, got {p!r:.80}")
+                ids = [int(t) for t in p]
+                bad = [t for t in ids if not 0 <= t < self.vocab_size]
+                if bad:
+                    raise ValueError(f"prompt #{i} has token id {bad[0]} outside the vocabulary [0, {self.vocab_size})")
+            if not ids:
+                raise ValueError(f"prompt #{i} is empty (no tokens); give at least one token")
+            if len(ids) >= self.max_positions:
+                raise ValueError(f"prompt #{i} has {len(ids)} tokens, longer than the context of "
+                                 f"{self.max_positions} tokens (max_position_embeddings) minus one new token; "
+                                 f"shorten it")
+            out.append(ids)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Engine(large={self.names.get('large')!r}, small={self.names.get('small')!r}, "
+                f"small_ft={self.names.get('small_ft')!r}, device={self.device}, dtype={self.dtype}, "
+                f"kv_pages={self.kv.num_pages}x{self.kv.page_size})")
+
+
+def _check_sampling(temperature, top_k, top_p, min_p) -> None:
+    def num(name, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+            raise ValueError(f"{name}={v!r} must be a finite number")
+        return float(v)
+
+    if num("temperature", temperature) < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
+        raise ValueError(f"top_k={top_k!r} must be an integer >= 0 (0 = off)")
+    if not 0.0 < num("top_p", top_p) <= 1.0:
+        raise ValueError(f"top_p={top_p} must be in (0, 1] (1 = off)")
+    if not 0.0 <= num("min_p", min_p) <= 1.0:
+        raise ValueError(f"min_p={min_p} must be in [0, 1] (0 = off)")

@@ -1,0 +1,104 @@
+"""``speculative``: System 1 drafts K tokens, the target verifies K+1 positions in one pass.
+
+Target: the large model (``target=None``) or a fused distribution computed per position from the
+large and small (and small fine-tuned) logits of the K+1 positions (``target="contrastive"`` /
+``"proxy"``; the proxy drafter is the small fine-tuned model). ``ops.verify`` accepts greedily or by
+lossless rejection sampling (drafts drawn exactly from the filtered draft distribution ``q`` passed
+as ``draft_probs``), so the output has the target's distribution. Adaptive K (per row): +1 after a
+fully accepted round, -1 after a rejection, within [1, 2K]. Counts: large_calls = rounds,
+mismatches = rounds with a rejected draft, draft_tokens / accepted_draft_tokens.
+One host sync per round (tokens, acceptance, trace statistics together).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fsgen_engine import ops
+from fsgen_engine.methods.base import Method, trace_step
+from fsgen_engine.runtime.executor import to_host
+
+
+class Speculative(Method):
+    def __init__(self, cfg, runner, sampler, rules):
+        super().__init__(cfg, runner, sampler, rules)
+        self.target = cfg.target
+        self.drafter = "small_ft" if self.target == "proxy" else "small"
+        ids = [self.drafter, "large"] + (["small"] if self.target == "proxy" else [])
+        self.model_ids = tuple(ids)
+        self.K = int(cfg.num_draft_tokens)
+        self.kmax = 2 * self.K if cfg.adaptive_draft else self.K
+        self.lookahead = self.kmax + 2
+
+    def start_row(self, row):
+        row.k = self.K
+
+    def step(self, rows):
+        run, samp = self.runner, self.sampler
+        B = len(rows)
+        ks = [r.k for r in rows]
+        K = max(ks)
+        fused = self.target is not None
+        drafts = torch.empty((B, K), dtype=torch.int64, device=run.device)
+        stats, qs, zs = [], [], []
+        for j in range(K):
+            if j == 0:
+                z = run.extend(self.drafter, rows)[:, 0]
+            else:
+                z = run.extend(self.drafter, rows, tail=drafts[:, j - 1:j])[:, 0]
+            st = ops.token_stats(z)
+            stats.append(torch.stack([st.entropy, st.max_prob, st.margin, st.argmax.float()], dim=1))
+            if samp.greedy:
+                d = st.argmax
+            else:
+                q = samp.probs(z)
+                qs.append(q)
+                d = samp.draw(q)
+            drafts[:, j] = d
+            if fused:
+                zs.append(z)
+        uniform = all(k == K for k in ks)
+        counts = None if uniform else ks
+        n_log = K + 1 if uniform else [k + 1 for k in ks]
+        zl = run.extend("large", rows, tail=drafts, tail_counts=counts, n_logits=n_log)
+        if not fused:
+            target = zl
+        else:
+            # the drafter's logits after its last draft complete its K+1 positions
+            zs.append(run.extend(self.drafter, rows, tail=drafts[:, K - 1:K])[:, 0])
+            z1 = torch.stack(zs, dim=1)
+            V = zl.shape[-1]
+            if self.target == "proxy":
+                zb = run.extend("small", rows, tail=drafts, tail_counts=counts, n_logits=n_log)
+                target = ops.fuse_logits(zl.reshape(-1, V), zb.reshape(-1, V), z1.reshape(-1, V), method="proxy",
+                                         alpha=self.cfg.alpha)
+            else:
+                target = ops.fuse_logits(zl.reshape(-1, V), z1.reshape(-1, V), method=self.cfg.fuse,
+                                         alpha=self.cfg.alpha, beta=self.cfg.beta, weights=self.cfg.weights)
+            target = target.view(B, K + 1, -1)
+        num_draft = None if uniform else run.tensor(ks)
+        q = torch.stack(qs, dim=1) if qs else None
+        na, nxt = ops.verify(drafts, target, draft_probs=q, num_draft=num_draft, params=samp.params(B),
+                             generator=samp.generator, _validated=True)
+        h_d, h_na, h_nx, h_st, h_la = to_host(drafts, na, nxt, torch.stack(stats, dim=1), torch.argmax(target, -1))
+        valid = []
+        for b, r in enumerate(rows):
+            a, k = int(h_na[b]), ks[b]
+            steps = []
+            toks = [int(t) for t in h_d[b, :a]] + [int(h_nx[b])]
+            for j in range(a + 1):
+                s = h_st[b, j] if j < K else (math.nan, math.nan, math.nan, -1)
+                steps.append(trace_step(s[0], s[1], s[2], routed=True, token=toks[j], small_argmax=int(s[3]),
+                                        large_argmax=int(h_la[b, j]), source="draft" if j < a else "large"))
+            st = r.stats
+            st.large_calls += 1
+            st.draft_tokens += k
+            st.accepted_draft_tokens += a
+            st.mismatches += int(a < k)
+            valid.append(len(r.tokens) + a)
+            if self.cfg.adaptive_draft:
+                r.k = min(k + 1, self.kmax) if a == k else max(k - 1, 1)
+            r.emit(toks, steps, self.rules)
+        # every model drops what it was fed past the accepted drafts (rejected drafts, unused lookahead)
+        run.truncate(rows, valid, self.model_ids)
