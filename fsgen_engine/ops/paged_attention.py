@@ -41,8 +41,6 @@ def _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale) -> No
         raise ValueError(f"{OP}: v_cache has shape {tuple(v_cache.shape)} but k_cache has {tuple(k_cache.shape)}")
     if Dk != D:
         raise ValueError(f"{OP}: q has head_dim {D} but k_cache has {Dk}; they must match")
-    if D not in HEAD_DIMS:
-        raise ValueError(f"{OP}: head_dim={D} is not supported; supported: {HEAD_DIMS}")
     if Hkv == 0 or H % Hkv:
         raise ValueError(f"{OP}: q has {H} heads, not a multiple of the {Hkv} KV heads of k_cache "
                          f"(grouped-query attention needs H % Hkv == 0)")
@@ -67,7 +65,8 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     Args:
         q: ``[N, H, D]`` float32/float16/bfloat16; rows ``cu_q_lens[b]:cu_q_lens[b+1]`` belong to sequence b.
         k_cache, v_cache: ``[P, S, Hkv, D]``, same dtype as ``q`` (the new tokens' K/V already stored,
-            see ``ops.store_kv``). ``H % Hkv == 0``; ``D`` in 64, 80, 96, 128.
+            see ``ops.store_kv``). ``H % Hkv == 0``. The Triton kernel takes ``D`` in 64, 80, 96, 128;
+            other head dims run on the reference backend (``auto`` falls back to it).
         page_table: ``[B, max_pages]`` int32 page ids of each sequence in order.
         seq_lens: ``[B]`` int32 KV length of each sequence including its new tokens.
         cu_q_lens: ``[B+1]`` int32 prefix sums of the new tokens per sequence.
@@ -87,6 +86,11 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
             raise ValueError(f"{OP}: backend='flash' needs CUDA tensors; move the inputs with .cuda()")
         return _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, max_q_len, max_seq_len)
     which = choose_backend(OP, q.device, backend, native=None)
+    if which == "triton" and q.shape[-1] not in HEAD_DIMS:
+        if backend == "triton":
+            raise ValueError(f"{OP}: head_dim={q.shape[-1]} is not supported by the Triton kernel (supported: "
+                             f"{HEAD_DIMS}); use backend='reference' or 'auto'")
+        which = "reference"
     if max_q_len is None:
         max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max().item()) if seq_lens.numel() else 0
     if max_seq_len is None:

@@ -4,6 +4,8 @@ import math
 import pytest
 import torch
 
+from fsgen_engine.ops._dispatch import available_backends
+
 from fsgen_engine.ops import paged_attention
 from fsgen_engine.ops.paged_attention import flash_available
 from fsgen_engine.reference.paged_attention import paged_attention_padded, paged_attention_reference
@@ -142,7 +144,7 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="multiple"):
         call(q=torch.randn(3, 3, 64))
     with pytest.raises(ValueError, match="head_dim"):
-        call(q=torch.randn(3, 4, 32), k_cache=torch.randn(5, 4, 2, 32), v_cache=torch.randn(5, 4, 2, 32))
+        call(q=torch.randn(3, 4, 32), k_cache=torch.randn(5, 4, 2, 64), v_cache=torch.randn(5, 4, 2, 64))
     with pytest.raises(ValueError, match="cu_q_lens"):
         call(cu_q_lens=args["cu_q_lens"][:2])
     with pytest.raises(ValueError, match="page_table"):
@@ -155,3 +157,16 @@ def test_validation_errors():
         paged_attention(**args, scale=0.1, backend="nope")
     with pytest.raises(ValueError, match="scale"):
         paged_attention(**args, scale=-1.0)
+
+
+def test_unsupported_triton_head_dim_is_a_clear_error_and_auto_falls_back():
+    args, _, _ = make_case([1, 2], [3, 5], page_size=4, H=4, Hkv=2, D=64)
+    q = torch.randn(3, 4, 16)
+    P = args["k_cache"].shape[0]
+    kc, vc = torch.randn(P, 4, 2, 16), torch.randn(P, 4, 2, 16)
+    a = dict(args, q=q, k_cache=kc, v_cache=vc)
+    ref = paged_attention(**a, scale=0.25, backend="reference")
+    torch.testing.assert_close(paged_attention(**a, scale=0.25), ref)
+    if "triton" in available_backends(q.device, native=None, triton_kernel=True):
+        with pytest.raises(ValueError, match="head_dim=16 is not supported by the Triton kernel"):
+            paged_attention(**a, scale=0.25, backend="triton")

@@ -1,0 +1,105 @@
+"""Loading a GGUF file: config from its metadata (transformers' GGUF parser), tensors dequantised with
+the ``gguf`` package and renamed to HF parameter names.
+
+llama.cpp's converter permutes the q/k projection rows of llama-architecture models (GGML's rotary
+pairs adjacent dims, HF's rotates halves); the permutation is inverted exactly as transformers'
+``LlamaTensorProcessor._reverse_permute_weights`` does. Other architectures (qwen2, qwen3) are stored
+unpermuted.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import torch
+
+from fsgen_engine.models.base import CausalLM, WeightSource
+from fsgen_engine.models.registry import resolve
+
+GGUF_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
+
+_GLOBAL = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_LAYER = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_BLOCK = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
+
+
+def hf_name(gguf_name: str) -> str | None:
+    """The HF parameter name of a GGUF tensor of a llama-like model (None for unused tensors, e.g. rope_freqs)."""
+    if gguf_name in _GLOBAL:
+        return _GLOBAL[gguf_name]
+    m = _BLOCK.match(gguf_name)
+    if m and m.group(2) in _LAYER:
+        return f"model.layers.{m.group(1)}.{_LAYER[m.group(2)]}.{m.group(3)}"
+    return None
+
+
+def reverse_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row permutation (``n_head``: query heads for q, KV heads for k)."""
+    dim = w.shape[0] // n_head // 2
+    return w.reshape(n_head, dim, 2, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
+
+
+def _architecture(reader) -> str:
+    f = reader.fields["general.architecture"]
+    return bytes(f.parts[f.data[0]]).decode()
+
+
+def load_gguf_config(path: str):
+    from transformers import AutoConfig
+
+    d, name = os.path.split(os.path.abspath(path))
+    return AutoConfig.from_pretrained(d, gguf_file=name, local_files_only=True)
+
+
+def load_gguf(path: str, dtype: torch.dtype, device: torch.device) -> CausalLM:
+    """Our model from a ``.gguf`` file, every tensor dequantised to float32 then cast to ``dtype``."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    reader = GGUFReader(path)
+    arch = _architecture(reader)
+    if arch not in GGUF_ARCHITECTURES:
+        raise ValueError(f"{path}: GGUF architecture {arch!r} is not supported; supported: "
+                         f"{', '.join(GGUF_ARCHITECTURES)}")
+    hf_config = load_gguf_config(path)
+    cls, cfg = resolve(hf_config, path)
+    tensors = {}
+    for t in reader.tensors:
+        name = hf_name(t.name)
+        if name is not None:
+            tensors[name] = t
+    if "lm_head.weight" not in tensors:
+        cfg.tie_word_embeddings = True
+
+    def get(name: str) -> torch.Tensor:
+        t = tensors[name]
+        w = dequantize(t.data, t.tensor_type)
+        w = np.asarray(w).reshape(tuple(int(s) for s in reversed(t.shape.tolist())))
+        if arch == "llama":
+            if ".q_proj." in name:
+                w = reverse_permute(w, cfg.num_heads)
+            elif ".k_proj." in name:
+                w = reverse_permute(w, cfg.num_kv_heads)
+        return torch.from_numpy(np.array(w, dtype=np.float32, order="C"))  # own, writable copy
+
+    src = WeightSource(get, tensors.keys(), dtype, torch.device(device), path)
+    model = cls.from_weights(cfg, src)
+    model.name = path
+    return model
