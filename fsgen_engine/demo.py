@@ -47,7 +47,7 @@ QUICK = ("large", "small", "oracle", "speculative", "oracle@max_prob:0.5")
 class DemoConfig:
     out: str = os.path.join("fsgen_out", "demo")
     quick: bool = False
-    early_exit: int = 10
+    early_exit: int = 24
     max_new_tokens: int | None = None      # default 32, quick 8
     prompts: list[str] = field(default_factory=list)   # default first 3 PROMPTS (quick: first 2)
     methods: list[str] = field(default_factory=list)   # default all (quick: QUICK)
