@@ -36,7 +36,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: str) -> dict:
+def environment(device: str, command: str | None = None) -> dict:
     """Device name, library versions, git commit and the exact command line."""
     import torch
 
@@ -62,7 +62,7 @@ def environment(device: str) -> dict:
         "fsgen_engine": _version("fsgen_engine"),
         "git_commit": commit,
         "git_dirty": dirty,
-        "command": " ".join(shlex.quote(a) for a in ([os.path.basename(sys.argv[0])] + sys.argv[1:])),
+        "command": command or " ".join(shlex.quote(a) for a in ([os.path.basename(sys.argv[0])] + sys.argv[1:])),
         "platform": platform.platform(),
         # other work on the machine skews CPU timings: the 1/5/15-minute load average at the end
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 # subcommand name -> (module, one-line help); the order is the order in `fsgen --help`.
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    # the exact invocation, for result files (sys.argv is not it when main() is called in-process)
+    args.command_line = " ".join(shlex.quote(a) for a in ["fsgen", *argv])
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

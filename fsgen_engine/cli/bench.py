@@ -50,7 +50,7 @@ def run(args) -> int:
                 status.update(f"[bold]measuring[/] {msg}")
 
         doc = run_benchmark(args.models, s, log=lambda m: console.log(m), progress=progress)
-    doc = {"env": environment(str(dev))} | doc
+    doc = {"env": environment(str(dev), getattr(args, "command_line", None))} | doc
     tag = args.tag or f"{dev.type}_" + "_".join(p["label"] for p in doc["pairs"])
     paths = write_results(doc, args.results_dir, tag)
     _print_table(Console(), doc)
