@@ -16,11 +16,6 @@ if not torch.cuda.is_available():
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def pytest_collection_modifyitems(config, items):
-    # The benchmark modules are named bench_*.py; collect them without renaming.
-    pass
-
-
 @pytest.fixture
 def device():
     return DEVICE
@@ -39,3 +34,17 @@ def record_bandwidth(benchmark, nbytes: int) -> None:
         median = stats.stats.median
         if median > 0:
             benchmark.extra_info["GB/s"] = nbytes / median / 1e9
+
+
+def backends_to_bench(native: str, baselines=("eager",)) -> list[str]:
+    """Kernel backends available here for an op (never the reference: it is the eager baseline),
+    then the eager baselines, then ``torch.compile`` of the reference on CUDA."""
+    from fsgen_engine.ops._dispatch import available_backends
+
+    out = [b for b in available_backends(torch.device(DEVICE), native=native, triton_kernel=True) if b != "reference"]
+    if os.environ.get("FSGEN_BENCH_SKIP_TRITON") == "1":
+        out = [b for b in out if b != "triton"]
+    out += list(baselines)
+    if DEVICE == "cuda":
+        out.append("compile")
+    return out

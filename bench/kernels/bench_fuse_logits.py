@@ -10,8 +10,7 @@ import os
 import pytest
 import torch
 
-from conftest import DEVICE, record_bandwidth, sync
-from fsgen_engine.ops._dispatch import available_backends
+from conftest import backends_to_bench, DEVICE, record_bandwidth, sync
 from fsgen_engine.ops.fuse_logits import fuse_logits, resolve_weights
 from fsgen_engine.reference.fuse_logits import fuse_logits_reference
 
@@ -21,15 +20,6 @@ DTYPES = [torch.float32] if QUICK else [torch.bfloat16, torch.float32]
 WEIGHTS = resolve_weights("contrastive")
 
 
-def _impls():
-    out = [b for b in available_backends(torch.device(DEVICE), native="fuse_logits", triton_kernel=True)
-           if b != "reference"]
-    if os.environ.get("FSGEN_BENCH_SKIP_TRITON") == "1":
-        out = [b for b in out if b != "triton"]
-    out.append("eager")
-    if DEVICE == "cuda":
-        out.append("compile")
-    return out
 
 
 _compiled = None
@@ -46,7 +36,7 @@ def _fn(impl, large, small):
     return lambda: fuse_logits(large, small, method="contrastive", backend=impl)
 
 
-@pytest.mark.parametrize("impl", _impls())
+@pytest.mark.parametrize("impl", backends_to_bench("fuse_logits"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("B,V", SHAPES)
 def bench_fuse_logits(benchmark, impl, dtype, B, V):

@@ -15,8 +15,7 @@ import os
 import pytest
 import torch
 
-from conftest import DEVICE, record_bandwidth, sync
-from fsgen_engine.ops._dispatch import available_backends
+from conftest import backends_to_bench, DEVICE, record_bandwidth, sync
 from fsgen_engine.ops.sample import SamplingTensors, sample
 from fsgen_engine.reference.sample import sample_reference
 
@@ -26,14 +25,6 @@ DTYPES = [torch.float32] if QUICK else [torch.bfloat16, torch.float32]
 FILTERS = dict(temperature=0.8, top_k=50, top_p=0.9, min_p=0.0)
 
 
-def _impls():
-    out = [b for b in available_backends(torch.device(DEVICE), native="sample", triton_kernel=True) if b != "reference"]
-    if os.environ.get("FSGEN_BENCH_SKIP_TRITON") == "1":
-        out = [b for b in out if b != "triton"]
-    out += ["eager", "torch_eager_fp32"]
-    if DEVICE == "cuda":
-        out.append("compile")
-    return out
 
 
 def topk_topp_probs_fp32(z: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor):
@@ -70,7 +61,7 @@ def _fn(impl, x, params):
     return lambda: sample(x, params=params, backend=impl)
 
 
-@pytest.mark.parametrize("impl", _impls())
+@pytest.mark.parametrize("impl", backends_to_bench("sample", ("eager", "torch_eager_fp32")))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("B,V", SHAPES)
 def bench_sample(benchmark, impl, dtype, B, V):

@@ -9,8 +9,7 @@ import os
 import pytest
 import torch
 
-from conftest import DEVICE, record_bandwidth, sync
-from fsgen_engine.ops._dispatch import available_backends
+from conftest import backends_to_bench, DEVICE, record_bandwidth, sync
 from fsgen_engine.ops.token_stats import token_stats
 from fsgen_engine.reference.token_stats import token_stats_reference
 
@@ -19,15 +18,6 @@ SHAPES = [(16, 151936)] if QUICK else [(b, v) for b in (1, 8, 64) for v in (3200
 DTYPES = [torch.float32] if QUICK else [torch.bfloat16, torch.float32]
 
 
-def _impls():
-    out = [b for b in available_backends(torch.device(DEVICE), native="token_stats", triton_kernel=True)
-           if b != "reference"]
-    if os.environ.get("FSGEN_BENCH_SKIP_TRITON") == "1":
-        out = [b for b in out if b != "triton"]
-    out.append("eager")
-    if DEVICE == "cuda":
-        out.append("compile")
-    return out
 
 
 _compiled = None
@@ -44,7 +34,7 @@ def _fn(impl, x):
     return lambda: token_stats(x, backend=impl)
 
 
-@pytest.mark.parametrize("impl", _impls())
+@pytest.mark.parametrize("impl", backends_to_bench("token_stats"))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("B,V", SHAPES)
 def bench_token_stats(benchmark, impl, dtype, B, V):

@@ -16,8 +16,7 @@ import os
 import pytest
 import torch
 
-from conftest import DEVICE, record_bandwidth, sync
-from fsgen_engine.ops._dispatch import available_backends
+from conftest import backends_to_bench, DEVICE, record_bandwidth, sync
 from fsgen_engine.ops.sample import SamplingTensors
 from fsgen_engine.ops.verify import verify
 from fsgen_engine.reference.verify import verify_reference
@@ -29,14 +28,6 @@ K = 4
 FILTERS = dict(temperature=0.8, top_k=50, top_p=0.9, min_p=0.0)
 
 
-def _impls():
-    out = [b for b in available_backends(torch.device(DEVICE), native="verify", triton_kernel=True) if b != "reference"]
-    if os.environ.get("FSGEN_BENCH_SKIP_TRITON") == "1":
-        out = [b for b in out if b != "triton"]
-    out += ["eager", "torch_eager_fp32"]
-    if DEVICE == "cuda":
-        out.append("compile")
-    return out
 
 
 def verify_eager_fp32(draft, logits, q, nd, temperature, top_k, top_p, min_p):
@@ -82,7 +73,7 @@ def _fn(impl, draft, logits, q, nd, params):
     return lambda: verify(draft, logits, draft_probs=q, num_draft=nd, params=params, backend=impl, _validated=True)
 
 
-@pytest.mark.parametrize("impl", _impls())
+@pytest.mark.parametrize("impl", backends_to_bench("verify", ("eager", "torch_eager_fp32")))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("B,V", SHAPES)
 def bench_verify(benchmark, impl, dtype, B, V):
