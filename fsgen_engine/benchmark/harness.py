@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from fsgen_engine.benchmark.bandwidth import ModelShape, achieved_bandwidth, shape_from_hf_config
+from fsgen_engine.benchmark.bandwidth import achieved_bandwidth, shape_from_hf_config
 from fsgen_engine.benchmark.configs import ModelPair, build_random_model, default_model_path, parse_models_spec
 
 # (label, Engine.generate keyword arguments); speculative rows report acceptance length.

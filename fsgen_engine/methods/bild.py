@@ -24,7 +24,6 @@ class BiLD(Method):
 
     def step(self, rows):
         run = self.runner
-        B = len(rows)
         z = run.extend("small", rows)[:, 0]
         st = ops.token_stats(z)
         router = self.cfg.router

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from fsgen_engine.models.base import CausalLM
 from fsgen_engine.models.config import ModelConfig
 from fsgen_engine.models.loader import from_hf_model, load_hf_folder

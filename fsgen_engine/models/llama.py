@@ -5,7 +5,6 @@ LM head. Weights use HF's ``LlamaForCausalLM`` parameter names.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from fsgen_engine.models.base import CausalLM, WeightSource
