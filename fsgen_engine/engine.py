@@ -41,11 +41,16 @@ class Engine:
     The tokenizers must agree on every shared id (vocab sizes may differ by padding rows only).
     All models share one paged KV pool of ``kv_memory`` bytes (``"2GiB"``, a fraction of free device
     memory, or None: ``FSGEN_KV_MEMORY``) with ``page_size`` tokens per page; ``num_pages`` fixes the
-    page count instead (tests).
+    page count instead (tests). ``cuda_graphs``: replay CUDA graphs of the uniform decode and verify
+    steps (None = ``FSGEN_CUDA_GRAPHS``, on by default; only on CUDA; ``engine.graph_status`` says per
+    model whether graphs are used and why not).
     """
 
     def __init__(self, large, small, small_ft=None, *, device="auto", dtype="auto", kv_memory=None,
-                 max_batch: int = 32, page_size: int = 16, num_pages: int | None = None):
+                 max_batch: int = 32, page_size: int = 16, num_pages: int | None = None,
+                 cuda_graphs: bool | None = None):
+        if cuda_graphs not in (None, True, False):
+            raise ValueError(f"cuda_graphs={cuda_graphs!r} must be True, False or None (FSGEN_CUDA_GRAPHS, on by default)")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch={max_batch!r} must be an integer >= 1")
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
@@ -81,8 +86,34 @@ class Engine:
             mem = kv_memory if kv_memory is not None else env_kv_memory(self.device.type)
             num_pages = min(cap, KVPool.num_pages_for(specs, page_size, mem))
         self.kv = KVPool.create(specs, page_size=page_size, num_pages=int(num_pages))
-        self.runner = StepRunner(self.models, self.kv, self.vocab_size, self.device)
+        self.graphs = self._build_graphs(cuda_graphs)
+        self.runner = StepRunner(self.models, self.kv, self.vocab_size, self.device, graphs=self.graphs)
         self._next_seq = 0
+
+    def _build_graphs(self, cuda_graphs: bool | None) -> dict:
+        """One ``GraphedForward`` per model that can be graphed (CUDA, Triton attention); see runtime/cuda_graphs.py."""
+        from fsgen_engine.config import env_cuda_graphs
+        from fsgen_engine.runtime.cuda_graphs import GraphedForward, graphs_supported
+
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a CUDA device but the engine runs on {self.device}; "
+                             f"leave cuda_graphs=None or pass device='cuda'")
+        enabled = env_cuda_graphs() if cuda_graphs is None else cuda_graphs
+        self.graph_status = {}
+        graphs = {}
+        if not enabled or self.device.type != "cuda":
+            self.graph_status = {m: "off" for m in self.models}
+            return graphs
+        S = self.kv.page_size
+        # room for the longest row the engine admits: its context plus the drafts of a speculative round
+        width = min(self.kv.num_pages, -(-(self.max_positions + 64) // S))
+        for m, model in self.models.items():
+            why = graphs_supported(model)
+            self.graph_status[m] = why or "on"
+            if why is None:
+                graphs[m] = GraphedForward(model, self.kv.cache(m), max_batch=self.max_batch, max_pages=width,
+                                           page_size=S)
+        return graphs
 
     # ------------------------------------------------------------------ loading
     def _load(self, role: str, spec) -> None:

@@ -6,10 +6,12 @@ feeds its pending tokens -> ``ops.token_stats`` once -> router mask -> the fired
 current position in one ragged extend -> fused (or large) logits -> token. A fired step is a
 mismatch when its token differs from the reference argmax (System 1's; proxy: the small base
 model's by default, ``mismatch_reference="small_ft"`` for System 1's).
-Host syncs per step: one to read the tokens, plus one to read a dynamic router's decisions.
+Host syncs per step: one when no row fires (System 1's tokens and the router's decisions are read
+together) or the router is ``always``; two when a dynamic router fires (the fired rows' tokens).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fsgen_engine import ops
@@ -25,54 +27,54 @@ class Routed(Method):
         self.model_ids = ("small_ft", "large", "small") if self.proxy else ("small", "large")
         self.source = "large" if cfg.method == "oracle" else "fused"
 
-    def _fused(self, frows, z1):
-        """System-2 logits ``[F, V]`` for the fired rows (``z1``: their System-1 logits)."""
+    def _system2(self, frows, z1, am1):
+        """Tokens, large-model argmax and mismatch-reference argmax ``[F]`` of the fired rows
+        (``z1``/``am1``: their System-1 logits and argmax)."""
         zl = self.runner.extend("large", frows)[:, 0]
-        zb = None
+        ref = am1
         if self.cfg.method == "oracle":
             fz = zl
         elif self.proxy:
             zb = self.runner.extend("small", frows)[:, 0]
             fz = ops.fuse_logits(zl, zb, z1, method="proxy", alpha=self.cfg.alpha)
+            if self.cfg.mismatch_reference == "small":
+                ref = torch.argmax(zb, dim=-1)
         else:
             fz = ops.fuse_logits(zl, z1, method=self.cfg.fuse, alpha=self.cfg.alpha, beta=self.cfg.beta,
                                  weights=self.cfg.weights)
-        return fz, zl, zb
+        return self.sampler.choose(fz), torch.argmax(zl, dim=-1), ref
 
     def step(self, rows):
         B = len(rows)
         z = self.runner.extend(self.system1, rows)[:, 0]
         st = ops.token_stats(z)
+        s1 = (st.entropy, st.max_prob, st.margin, st.argmax)
         router = self.cfg.router
-        if router.static is not None:
-            fired = list(range(B)) if router.static else []
+        if router.static:  # always: every row goes to System 2; one sync
+            tok, lam, ref = self._system2(rows, z, st.argmax)
+            h_tok, h_lam, h_ref, *h_s1 = to_host(tok, lam, ref, *s1)
+            fired = list(range(B))
         else:
-            fired = torch.nonzero(router(z, st)).flatten().tolist()  # the step's router sync
-        dev = z.device
-        large_am = torch.full((B,), -1, dtype=torch.int64, device=dev)
-        ref_am = st.argmax
-        if fired:
-            frows = [rows[i] for i in fired]
-            if len(fired) == B:
-                fz, zl, zb = self._fused(frows, z)
-                final = fz
-                large_am = torch.argmax(zl, dim=-1)
-                if zb is not None and self.cfg.mismatch_reference == "small":
-                    ref_am = torch.argmax(zb, dim=-1)
-            else:
-                idx = self.runner.tensor(fired)
-                fz, zl, zb = self._fused(frows, z.index_select(0, idx))
-                final = z.clone()
-                final[idx] = fz
-                large_am[idx] = torch.argmax(zl, dim=-1)
-                if zb is not None and self.cfg.mismatch_reference == "small":
-                    ref_am = st.argmax.clone()
-                    ref_am[idx] = torch.argmax(zb, dim=-1)
-        else:
-            final = z
-        tok = self.sampler.choose(final)
-        h_tok, h_ent, h_mp, h_mg, h_am, h_lam, h_ref = to_host(tok, st.entropy, st.max_prob, st.margin, st.argmax,
-                                                               large_am, ref_am)
+            # System 1's own token for every row, read with the router's decisions in one sync; only
+            # a step where the router fires pays a second sync, for System 2's tokens of those rows
+            tok1 = st.argmax if self.sampler.greedy else self.sampler.choose(z)
+            mask = [] if router.static is False else [router(z, st)]
+            h = to_host(tok1, *s1, *mask)
+            h_tok, h_s1 = h[0], h[1:5]
+            fired = np.flatnonzero(h[5]).tolist() if mask else []
+            h_lam = np.full(B, -1.0)
+            h_ref = h_s1[3].copy()
+            if fired:
+                if len(fired) == B:
+                    part = self._system2(rows, z, st.argmax)
+                else:
+                    idx = self.runner.tensor(fired)
+                    part = self._system2([rows[i] for i in fired], z.index_select(0, idx),
+                                         st.argmax.index_select(0, idx))
+                f_tok, f_lam, f_ref = to_host(*part)
+                h_tok = h_tok.copy()
+                h_tok[fired], h_lam[fired], h_ref[fired] = f_tok, f_lam, f_ref
+        h_ent, h_mp, h_mg, h_am = h_s1
         fired_set = set(fired)
         for b, r in enumerate(rows):
             t = int(h_tok[b])

@@ -21,8 +21,9 @@ from fsgen_engine.ops.sample import SamplingTensors
 class StepRunner:
     """Executes model forwards over the shared KV pool for a set of rows."""
 
-    def __init__(self, models: dict, pool, vocab: int, device: torch.device):
+    def __init__(self, models: dict, pool, vocab: int, device: torch.device, graphs: dict | None = None):
         self.models = models
+        self.graphs = graphs or {}   # model id -> runtime.cuda_graphs.GraphedForward (uniform steps)
         self.pool = pool
         self.vocab = int(vocab)
         self.device = torch.device(device)
@@ -78,7 +79,12 @@ class StepRunner:
                 batch.input_ids[d] = tail.reshape(-1)[s]
             if not uniform_last:
                 batch.logits_indices = dev[off:]
-        logits = self.models[model_id].forward(batch, pool.cache(model_id))
+        graph = self.graphs.get(model_id)
+        q = int(fed[0])
+        if graph is not None and (fed == q).all() and all(n == nmax for n in ns) and graph.accepts(batch, q, nmax):
+            logits = graph.run(batch, q, nmax)
+        else:
+            logits = self.models[model_id].forward(batch, pool.cache(model_id))
         return logits.view(B, nmax, -1)[..., :self.vocab]
 
     def _h2d(self, a: np.ndarray) -> torch.Tensor:
@@ -130,11 +136,27 @@ class Sampler:
         return ops.sample(logits, params=self.params(logits.shape[0]), generator=self.generator)
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """The sampling distribution ``[B, V]`` float32 (after temperature and filters)."""
-        from fsgen_engine.reference.sample import filtered_probs
+        """The sampling distribution ``[B, V]`` float32 (after temperature and filters), as
+        ``reference.sample.filtered_probs`` defines it."""
+        a = self.args
+        if a["top_p"] < 1.0 or a["min_p"] > 0.0:
+            from fsgen_engine.reference.sample import filtered_probs
 
-        p = self.params(logits.shape[0])
-        return filtered_probs(logits, p.temperature, p.top_k, p.top_p, p.min_p).float()
+            p = self.params(logits.shape[0])
+            return filtered_probs(logits, p.temperature, p.top_k, p.top_p, p.min_p).float()
+        # temperature and top-k only: a top-k threshold and one softmax, no sort of the vocabulary
+        x = logits.float()
+        x = x.masked_fill(torch.isnan(x), float("-inf"))
+        z = x / a["temperature"]
+        k = int(a["top_k"])
+        if 0 < k < z.shape[-1]:
+            kth = torch.topk(z, k, dim=-1).values[:, -1:]
+            z = z.masked_fill(z < kth, float("-inf"))      # boundary ties kept, as in the reference
+        p = torch.softmax(z, dim=-1)
+        empty = ~(x > float("-inf")).any(dim=-1, keepdim=True)
+        onehot0 = torch.zeros_like(p)
+        onehot0[:, 0] = 1.0
+        return torch.where(empty, onehot0, p)   # no valid token: the one-hot on token 0
 
     def draw(self, probs: torch.Tensor) -> torch.Tensor:
         """Exact draw from ``probs [B, V]`` (exponential race; no multinomial, no sync)."""
