@@ -78,6 +78,7 @@ class Settings:
     hf_cache: str = "static"
     baselines: list[str] = field(default_factory=lambda: ["hf", "hf-assisted"])
     seed: int = 0
+    cuda_graphs: bool | None = None   # None: FSGEN_CUDA_GRAPHS (on by default on CUDA)
 
 
 def resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
@@ -142,6 +143,7 @@ class PairRunner:
             self.small_shape = shape_from_hf_config(self.hf_small.config, dbytes)
         self.engine = None
         self.engine_error = ""
+        self.graph_status: dict = {}
 
     # --- prompts -------------------------------------------------------------------------------
     def prompts(self, batch: int) -> list[list[int]]:
@@ -169,7 +171,8 @@ class PairRunner:
         try:
             self.engine = Engine(self.large_path, self.small_path, device=str(self.dev),
                                  dtype=str(self.dtype).replace("torch.", ""),
-                                 max_batch=max(self.s.batch_sizes))
+                                 max_batch=max(self.s.batch_sizes), cuda_graphs=self.s.cuda_graphs)
+            self.graph_status = dict(self.engine.graph_status)
         except Exception as exc:  # report, keep measuring the baselines
             self.engine_error = f"engine failed to load: {type(exc).__name__}: {exc}"
 
@@ -264,6 +267,9 @@ def run_pair(pair: ModelPair, s: Settings, log=print, progress=None) -> tuple[li
             runner.load_engine()
             if runner.engine_error:
                 notes.append(runner.engine_error)
+            elif runner.graph_status:
+                notes.append(f"{pair.label}: CUDA graphs " + ", ".join(f"{m}={v}" for m, v in
+                                                                        runner.graph_status.items()))
         if pair.random_weights:
             notes.append(f"{pair.label}: random weights (real shapes): speed is representative, acceptance "
                          "length and collaboration are not (the two models barely agree)")

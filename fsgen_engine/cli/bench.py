@@ -26,6 +26,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--results-dir", default="bench/results")
     parser.add_argument("--tag", default=None, help="file stem: e2e_<tag>.json/.md/.png (default <device>_<models>)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cuda-graphs", default="auto", choices=["auto", "on", "off"],
+                        help="replay CUDA graphs of decode/verify steps (auto: FSGEN_CUDA_GRAPHS, on by default on "
+                             "CUDA); run once with each to measure what graphs save")
 
 
 def run(args) -> int:
@@ -42,7 +45,8 @@ def run(args) -> int:
     s = Settings(batch_sizes=args.batch_sizes, max_new_tokens=args.max_new_tokens, runs=args.runs,
                  warmup=args.warmup, prompt_len=args.prompt_len, early_exit=args.early_exit,
                  methods=list(DEFAULT_METHODS) if args.methods is None else args.methods, device=args.device,
-                 dtype=args.dtype, hf_cache=args.hf_cache, baselines=args.baselines, seed=args.seed)
+                 dtype=args.dtype, hf_cache=args.hf_cache, baselines=args.baselines, seed=args.seed,
+                 cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs])
     dev, _ = resolve_device_dtype(s.device, s.dtype)
     with console.status("[bold]benchmarking...") as status:
         def progress(msg):
