@@ -11,25 +11,20 @@ prompt joins the running batch at the next step (continuous batching: its prompt
 """
 from __future__ import annotations
 
-import math
-import numbers
 import os
 import time
 from collections import deque
 
 import torch
 
-from fsgen_engine.methods import METHODS, make_method, models_needed
-from fsgen_engine.methods.base import MethodConfig
+from fsgen_engine.methods import make_method
 from fsgen_engine.outputs import GenerationOutput
-from fsgen_engine.routers import parse_router
 from fsgen_engine.runtime.executor import Sampler, StepRunner
+from fsgen_engine.runtime.generate_args import method_config, tokenize_prompts
 from fsgen_engine.runtime.rows import Row, StopRules
 from fsgen_engine.runtime.model_info import (check_tokenizers, eos_ids_of, kv_spec_of, max_positions_of,
                                              resolve_device, resolve_dtype, vocab_size_of)
 
-PRESETS = {"fsgen": "contrastive", "obrien": "contrastive_obrien"}
-TARGETS = (None, "large", "contrastive", "proxy")
 
 
 class Engine:
@@ -284,135 +279,14 @@ class Engine:
                 bar.close()
 
     # ------------------------------------------------------------------ validation
-    def _validate(self, prompts, *, method, router, max_new_tokens, stop, temperature, top_k, top_p, min_p, seed,
-                  num_draft_tokens, adaptive_draft, target, alpha, beta, preset, mismatch_reference, ignore_eos,
-                  chat, bild_rollback, bild_max_small):
-        if method not in METHODS:
-            raise ValueError(f"method={method!r} is not a method; use one of {', '.join(METHODS)}")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
-        _check_sampling(temperature, top_k, top_p, min_p)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise ValueError(f"seed={seed!r} must be an integer or None")
-        if isinstance(num_draft_tokens, bool) or not isinstance(num_draft_tokens, numbers.Integral) \
-                or not 1 <= num_draft_tokens <= 64:
-            raise ValueError(f"num_draft_tokens={num_draft_tokens!r} must be an integer in [1, 64]")
-        if target == "large":
-            target = None
-        if target not in TARGETS:
-            raise ValueError(f"target={target!r} must be None/'large', 'contrastive' or 'proxy' (speculative only)")
-        if target is not None and method != "speculative":
-            raise ValueError(f"target={target!r} is only used with method='speculative' (got method={method!r})")
-        if mismatch_reference not in (None, "small", "small_ft"):
-            raise ValueError(f"mismatch_reference={mismatch_reference!r} must be 'small' (the small base model's "
-                             f"argmax, FS-GEN) or 'small_ft'")
-        needed = models_needed(method, target)
-        if "small_ft" in needed and "small_ft" not in self.models:
-            what = "method='proxy'" if method == "proxy" else "target='proxy'"
-            raise ValueError(f"{what} needs a small fine-tuned model: Engine(large, small, small_ft=...)")
-        default_router = "max_prob:0.6" if method == "bild" else "always"
-        rt = parse_router(default_router if router is None else router)
-        fuse_kind = "proxy" if "small_ft" in needed else ("contrastive" if method == "contrastive" or
-                                                           target == "contrastive" else None)
-        fuse, weights = None, None
-        if fuse_kind == "contrastive":
-            if preset is None or preset == "fsgen":
-                fuse = "contrastive"
-            elif preset == "obrien":
-                fuse = "contrastive_obrien"
-            elif isinstance(preset, (tuple, list)):
-                fuse, weights = "weighted", tuple(preset)
-            else:
-                raise ValueError(f"preset={preset!r} must be 'fsgen', 'obrien' or weights (w_large, w_small)")
-        elif fuse_kind == "proxy":
-            fuse = "proxy"
-        if preset is not None and fuse_kind != "contrastive":
-            raise ValueError(f"preset={preset!r} is only used by contrastive decoding (method='contrastive' or "
-                             f"target='contrastive')")
-        if fuse is not None:
-            from fsgen_engine.ops.fuse_logits import resolve_weights
-
-            try:
-                resolve_weights(fuse, alpha, beta, weights)
-            except ValueError as exc:
-                raise ValueError(f"generate(method={method!r}): {exc}") from None
-            if alpha is None:
-                alpha = 1.0 if fuse == "proxy" else 0.1
-            if beta is None and fuse in ("contrastive", "contrastive_obrien"):
-                beta = 0.5
-        if not isinstance(bild_rollback, numbers.Real) or not bild_rollback > 0:
-            raise ValueError(f"bild_rollback={bild_rollback!r} must be a positive number (nats)")
-        if isinstance(bild_max_small, bool) or not isinstance(bild_max_small, numbers.Integral) or bild_max_small < 1:
-            raise ValueError(f"bild_max_small={bild_max_small!r} must be an integer >= 1")
-        prompt_ids = self._tokenize(prompts, chat)
+    def _validate(self, prompts, *, chat, stop, ignore_eos, **options):
+        cfg, sampler_args, seed = method_config(self.models, **options)
+        prompt_ids = tokenize_prompts(prompts, self.tokenizer, self.vocab_size, self.max_positions, chat)
         rules = StopRules(self.tokenizer, self.eos_ids, stop, ignore_eos)
-        cfg = MethodConfig(method=method, router=rt, fuse=fuse, alpha=alpha, beta=beta, weights=weights,
-                           num_draft_tokens=int(num_draft_tokens), adaptive_draft=bool(adaptive_draft),
-                           target=target, mismatch_reference=mismatch_reference or "small",
-                           bild_rollback=float(bild_rollback), bild_max_small=int(bild_max_small))
-        sampler_args = dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), min_p=float(min_p))
         return cfg, prompt_ids, rules, sampler_args, seed
-
-    def _tokenize(self, prompts, chat: bool) -> list[list[int]]:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if isinstance(prompts, torch.Tensor):
-            prompts = prompts.tolist() if prompts.dim() == 2 else [prompts.tolist()]
-        if not isinstance(prompts, (list, tuple)):
-            raise ValueError(f"prompts must be a list of strings or token-id lists, got {type(prompts).__name__}")
-        if len(prompts) == 0:
-            raise ValueError("prompts is empty; pass at least one prompt")
-        if all(isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in prompts):
-            raise ValueError("prompts looks like one token-id list; wrap it: prompts=[[...ids...]]")
-        out = []
-        for i, p in enumerate(prompts):
-            if isinstance(p, str):
-                if self.tokenizer is None:
-                    raise ValueError(f"prompt #{i} is a string but the models have no tokenizer; pass token ids")
-                if chat and getattr(self.tokenizer, "chat_template", None):
-                    ids = self.tokenizer.apply_chat_template([{"role": "user", "content": p}],
-                                                             add_generation_prompt=True, tokenize=True)
-                    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-                        ids = ids["input_ids"]
-                else:
-                    ids = self.tokenizer.encode(p)
-                ids = [int(t) for t in ids]
-            else:
-                if isinstance(p, torch.Tensor):
-                    p = p.reshape(-1).tolist()
-                if not isinstance(p, (list, tuple)) or not all(isinstance(t, numbers.Integral) and not isinstance(
-                        t, bool) for t in p):
-                    raise ValueError(f"prompt #{i} must be a string or a list of token ids, got {p!r:.80}")
-                ids = [int(t) for t in p]
-                bad = [t for t in ids if not 0 <= t < self.vocab_size]
-                if bad:
-                    raise ValueError(f"prompt #{i} has token id {bad[0]} outside the vocabulary [0, {self.vocab_size})")
-            if not ids:
-                raise ValueError(f"prompt #{i} is empty (no tokens); give at least one token")
-            if len(ids) >= self.max_positions:
-                raise ValueError(f"prompt #{i} has {len(ids)} tokens, longer than the context of "
-                                 f"{self.max_positions} tokens (max_position_embeddings) minus one new token; "
-                                 f"shorten it")
-            out.append(ids)
-        return out
 
     def __repr__(self) -> str:
         return (f"Engine(large={self.names.get('large')!r}, small={self.names.get('small')!r}, "
                 f"small_ft={self.names.get('small_ft')!r}, device={self.device}, dtype={self.dtype}, "
                 f"kv_pages={self.kv.num_pages}x{self.kv.page_size})")
 
-
-def _check_sampling(temperature, top_k, top_p, min_p) -> None:
-    def num(name, v):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
-            raise ValueError(f"{name}={v!r} must be a finite number")
-        return float(v)
-
-    if num("temperature", temperature) < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
-        raise ValueError(f"top_k={top_k!r} must be an integer >= 0 (0 = off)")
-    if not 0.0 < num("top_p", top_p) <= 1.0:
-        raise ValueError(f"top_p={top_p} must be in (0, 1] (1 = off)")
-    if not 0.0 <= num("min_p", min_p) <= 1.0:
-        raise ValueError(f"min_p={min_p} must be in [0, 1] (0 = off)")
