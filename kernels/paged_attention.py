@@ -8,6 +8,9 @@ works (1, 16, 256, ...). The head dim is padded to a power of 2 with masks (80, 
 Flash-decoding: when the grid is too small to fill the GPU (decode / verification at small batch,
 long context), the KV range is cut into ``splits``; each split writes its partial (max, sum, acc)
 and ``_reduce_kernel`` merges them. Semantics: fsgen_engine/reference/paged_attention.py.
+Sliding window (``window > 0``): a program starts its KV walk at the tile holding the first key its
+first query can see, so a long context costs ``O(window)`` per query, not ``O(seq_len)``; splits then
+cut that span (not ``[0, seq_len)``), so flash-decoding still spreads the work that is actually done.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _attn_kernel(Q, K, V, O, PT, SEQ_LENS, CU_Q, MS, LS, ACCS,
-                 scale_log2, split_len, num_splits, N, H,
+                 scale_log2, split_len, num_splits, N, H, WINDOW,
                  stride_qn, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
                  stride_on, stride_oh, stride_pt,
                  PAGE_SIZE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -51,11 +54,16 @@ def _attn_kernel(Q, K, V, O, PT, SEQ_LENS, CU_Q, MS, LS, ACCS,
     if DOT_F32:
         q = q.to(tl.float32)
     q_pos = seq_len - q_len + m
+    # Lowest key each row may see; 0 (no bound) without a window. Keys are never negative.
+    win_lo = tl.where(WINDOW > 0, q_pos - WINDOW + 1, 0)
 
     kv_hi = seq_len
     if CAUSAL:
         kv_hi = tl.minimum(seq_len, seq_len - q_len + tl.minimum(q_len, (qb + 1) * BLOCK_M))
-    lo = sp * split_len
+    # The first query of the block has the lowest bound; tiles wholly below it are never loaded.
+    first_lo = tl.maximum(seq_len - q_len + qb * BLOCK_M - WINDOW + 1, 0)
+    kv_lo = tl.where(WINDOW > 0, first_lo, 0) // BLOCK_N * BLOCK_N
+    lo = kv_lo + sp * split_len
     hi = tl.minimum(lo + split_len, kv_hi)
 
     m_i = tl.full((ROWS,), float("-inf"), tl.float32)
@@ -77,7 +85,7 @@ def _attn_kernel(Q, K, V, O, PT, SEQ_LENS, CU_Q, MS, LS, ACCS,
             s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale_log2
         else:
             s = tl.dot(q, tl.trans(k)) * scale_log2
-        ok = n_ok[None, :]
+        ok = n_ok[None, :] & (n[None, :] >= win_lo[:, None])
         if CAUSAL:
             ok = ok & (n[None, :] <= q_pos[:, None])
         s = tl.where(ok, s, float("-inf"))
@@ -136,10 +144,11 @@ def _num_sms(index: int) -> int:
 
 def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                            seq_lens: torch.Tensor, cu_q_lens: torch.Tensor, *, scale: float, causal: bool,
-                           max_q_len: int, max_seq_len: int, num_splits: int | None = None,
+                           max_q_len: int, max_seq_len: int, window: int = 0, num_splits: int | None = None,
                            block_n: int | None = None) -> torch.Tensor:
-    """Launch the kernel(s); inputs are validated by ops.paged_attention. ``num_splits``/``block_n``
-    override the heuristics (tests)."""
+    """Launch the kernel(s); inputs are validated by ops.paged_attention. ``window``: 0 = full attention,
+    else the sliding window (see the reference). ``num_splits``/``block_n`` override the heuristics (tests);
+    splits that fall past a program's keys are empty and merge as zero weight."""
     N, H, D = q.shape
     page_size, Hkv = k_cache.shape[1], k_cache.shape[2]
     B = seq_lens.shape[0]
@@ -156,16 +165,21 @@ def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     rows = max(16, block_m * group_pad)
     q_blocks = triton.cdiv(max_q_len, block_m)
     max_seq_len = max(int(max_seq_len), 1)
+    # Keys one program walks at most: with a causal window, from the tile of its first query's lowest
+    # key to its last query, so splits are sized on that, not on the whole context.
+    kv_span = max_seq_len
+    if window > 0 and causal:
+        kv_span = min(max_seq_len, window + min(block_m, max_q_len) - 1 + block_n - 1)
     if num_splits is None:
         num_splits = 1
         if on_gpu:
             programs = B * q_blocks * Hkv
             sms = _num_sms(q.device.index if q.device.index is not None else torch.cuda.current_device())
             if programs < sms:
-                num_splits = min(triton.cdiv(2 * sms, programs), triton.cdiv(max_seq_len, 4 * block_n), 64)
+                num_splits = min(triton.cdiv(2 * sms, programs), triton.cdiv(kv_span, 4 * block_n), 64)
                 num_splits = max(num_splits, 1)
-    split_len = triton.cdiv(triton.cdiv(max_seq_len, num_splits), block_n) * block_n
-    num_splits = triton.cdiv(max_seq_len, split_len)
+    split_len = triton.cdiv(triton.cdiv(kv_span, num_splits), block_n) * block_n
+    num_splits = triton.cdiv(kv_span, split_len)
     split = num_splits > 1
     if split:
         ms = torch.empty((num_splits, N, H), dtype=torch.float32, device=q.device)
@@ -179,7 +193,7 @@ def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     grid = (B, q_blocks, Hkv * num_splits)
     _attn_kernel[grid](
         q, k_cache, v_cache, out, page_table, seq_lens, cu_q_lens, ms, ls, accs,
-        float(scale) * LOG2E, split_len, num_splits, N, H,
+        float(scale) * LOG2E, split_len, num_splits, N, H, int(window),
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1), page_table.stride(0),
         PAGE_SIZE=page_size, GROUP=group, GROUP_PAD=group_pad, BLOCK_M=block_m, ROWS=rows, BLOCK_N=block_n,

@@ -135,8 +135,8 @@ class CausalLM:
         """Store this step's K/V of layer ``i`` and attend; q ``[N, H, D]``, k/v ``[N, Hkv, D]`` -> ``[N, H*D]``."""
         ops.store_kv(k, v, kv.k[i], kv.v[i], batch.slot_mapping)
         o = ops.paged_attention(q, kv.k[i], kv.v[i], batch.page_table, batch.seq_lens, batch.cu_q_lens,
-                                scale=self.scale, causal=True, max_q_len=batch.max_q_len,
-                                max_seq_len=batch.max_seq_len)
+                                scale=self.scale, causal=True, window=self.config.attn_window(i),
+                                max_q_len=batch.max_q_len, max_seq_len=batch.max_seq_len)
         return o.reshape(o.shape[0], -1)
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,8 @@ class ModelConfig:
     ``"gpt_neox"`` (LayerNorm with bias, fused per-head interleaved QKV, GELU MLP, optional parallel
     residual). ``rotary_dim`` is the number of leading head dims that rotate (``head_dim`` unless partial
     rotary). ``rope_scaling`` is ``None`` or a dict with ``rope_type`` (``linear``/``llama3``/...).
+    ``sliding_window`` is the window of the layers that slide (None: none do); ``layer_windows[i]`` is
+    the window ``ops.paged_attention`` gets for layer ``i`` (0 = full; empty list = all full).
     """
 
     family: str
@@ -44,9 +46,14 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_ids: list[int] = field(default_factory=list)
     pad_token_id: int | None = None
-    # Mistral / Qwen2 sliding-window attention: recorded, not applied (attention is full); exact for
-    # sequences up to this length
+    # Sliding-window attention exactly where HF transformers applies it: every Mistral layer; Qwen2/Qwen3
+    # layers whose layer_types entry is "sliding_attention" (use_sliding_window and index >= max_window_layers)
     sliding_window: int | None = None
+    layer_windows: list[int] = field(default_factory=list)
+
+    def attn_window(self, layer: int) -> int:
+        """Sliding-window size of layer ``layer`` for ``ops.paged_attention(window=...)``; 0 = full attention."""
+        return self.layer_windows[layer] if layer < len(self.layer_windows) else 0
 
     @property
     def q_size(self) -> int:
@@ -88,6 +95,7 @@ class ModelConfig:
             act = str(get("hidden_act", "hidden_activation", default="silu"))
             parallel = False
             tie = bool(get("tie_word_embeddings", default=False))
+        windows = _layer_windows(c, mt, int(c.num_hidden_layers))
         eos = get("eos_token_id", default=None)
         eos_ids = [] if eos is None else ([int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)])
         return cls(family=family, model_type=mt, vocab_size=int(c.vocab_size), hidden_size=hidden,
@@ -98,14 +106,31 @@ class ModelConfig:
                    rope_scaling=scaling, tie_word_embeddings=tie, qkv_bias=qkv_bias, o_bias=o_bias,
                    mlp_bias=mlp_bias, qk_norm=(mt == "qwen3"), parallel_residual=parallel,
                    bos_token_id=get("bos_token_id", default=None), eos_token_ids=eos_ids,
-                   pad_token_id=get("pad_token_id", default=None), sliding_window=_sliding_window(c))
+                   pad_token_id=get("pad_token_id", default=None), sliding_window=max(windows, default=0) or None,
+                   layer_windows=windows)
 
 
-def _sliding_window(c) -> int | None:
+def _layer_windows(c, model_type: str, num_layers: int) -> list[int]:
+    """Per-layer windows as the installed transformers builds its attention masks.
+
+    MistralModel masks every layer with ``config.sliding_window`` when it is set. Qwen2/Qwen3 read
+    ``config.layer_types`` (their config derives it from ``use_sliding_window`` and ``max_window_layers``
+    and nulls ``sliding_window`` without ``use_sliding_window``); the fallback rebuilds that rule for configs
+    that lack the list. Llama and GPT-NeoX never slide, whatever the config carries.
+    """
     w = getattr(c, "sliding_window", None)
-    if w is None or getattr(c, "use_sliding_window", True) is False:
-        return None
-    return int(w)
+    if not w:
+        return []
+    if model_type == "mistral":
+        return [int(w)] * num_layers
+    if model_type not in ("qwen2", "qwen3") or not getattr(c, "use_sliding_window", False):
+        return []
+    types = getattr(c, "layer_types", None)
+    if not types:
+        first = int(getattr(c, "max_window_layers", num_layers))
+        types = ["sliding_attention" if i >= first else "full_attention" for i in range(num_layers)]
+    windows = [int(w) if t == "sliding_attention" else 0 for t in list(types)[:num_layers]]
+    return windows if any(windows) else []
 
 
 def _first_attr(obj, names, default):

@@ -3,11 +3,13 @@
 One op for decode (1 query per sequence), verification (K+1) and catch-up extend / prefill (any
 number), mixed in one batch. Backends: ``triton`` (kernels/paged_attention.py, CUDA), ``reference``
 (plain torch, vectorised over the batch; the CPU path), and ``flash`` (flash-attn's paged kernels,
-only when ``import flash_attn`` works; never chosen by ``auto``).
+only when ``import flash_attn`` works; never chosen by ``auto``). ``window`` gives Mistral / Qwen2
+sliding-window attention with HF transformers' convention (see the reference module).
 """
 from __future__ import annotations
 
 import functools
+import numbers
 
 import torch
 
@@ -28,7 +30,7 @@ def flash_available() -> bool:
     return True
 
 
-def _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale) -> None:
+def _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, window) -> None:
     check_tensor(OP, "q", q, ndim=3, dtypes=FLOAT_DTYPES)
     device = q.device
     check_tensor(OP, "k_cache", k_cache, ndim=4, dtypes=(q.dtype,), device=device)
@@ -51,6 +53,9 @@ def _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale) -> No
         raise ValueError(f"{OP}: cu_q_lens has {cu_q_lens.shape[0]} entries; it needs B+1={B + 1} (prefix sums)")
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
         raise ValueError(f"{OP}: scale={scale!r} must be a positive float (usually head_dim ** -0.5)")
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 0:
+        raise ValueError(f"{OP}: window={window!r} must be a non-negative int: 0 for full attention, or the "
+                         f"sliding-window size W > 0 (e.g. config.sliding_window or 0)")
     for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
         check_last_dim_contiguous(OP, name, t)
     if page_table.numel() and page_table.stride(1) != 1:
@@ -59,7 +64,8 @@ def _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale) -> No
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                     seq_lens: torch.Tensor, cu_q_lens: torch.Tensor, *, scale: float, causal: bool = True,
-                    max_q_len: int | None = None, max_seq_len: int | None = None, backend: str = "auto") -> torch.Tensor:
+                    window: int = 0, max_q_len: int | None = None, max_seq_len: int | None = None,
+                    backend: str = "auto") -> torch.Tensor:
     """Attention of ``N`` new queries of ``B`` sequences over their paged keys/values.
 
     Args:
@@ -72,19 +78,23 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         cu_q_lens: ``[B+1]`` int32 prefix sums of the new tokens per sequence.
         scale: softmax scale. causal: query ``j`` (position ``seq_lens[b] - q_len_b + j``) sees keys
             at positions ``<=`` its own; otherwise all ``seq_lens[b]`` keys.
+        window: int ``>= 0``; 0 is full attention. ``W > 0`` is a sliding window: a query at position ``i``
+            also needs ``i - j < W`` to see key ``j``, i.e. itself and the ``W - 1`` keys before it (HF's
+            ``sliding_window``). The Triton kernel skips key tiles wholly outside the window.
         max_q_len, max_seq_len: host ints bounding the per-sequence query count and KV length (size the
             grid without a device sync); computed with ``.item()`` when None.
         backend: ``auto`` | ``triton`` | ``reference`` | ``flash``.
     Returns: ``[N, H, D]`` in ``q.dtype`` (softmax math in float32).
     """
-    _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale)
-    scale = float(scale)
+    _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, window)
+    scale, window = float(scale), int(window)
     if backend == "flash":
         if not flash_available():
             raise ValueError(f"{OP}: backend='flash' needs flash-attn (pip install flash-attn); it is not importable here")
         if not q.is_cuda:
             raise ValueError(f"{OP}: backend='flash' needs CUDA tensors; move the inputs with .cuda()")
-        return _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, max_q_len, max_seq_len)
+        return _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, window, max_q_len,
+                      max_seq_len)
     which = choose_backend(OP, q.device, backend, native=None)
     if which == "triton" and q.shape[-1] not in HEAD_DIMS:
         if backend == "triton":
@@ -95,26 +105,32 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max().item()) if seq_lens.numel() else 0
     if max_seq_len is None:
         max_seq_len = int(seq_lens.max().item()) if seq_lens.numel() else 0
+    if window >= max_seq_len:  # no query is far enough from any key for the window to hide it
+        window = 0
     if which == "triton":
         from fsgen_engine.kernels.paged_attention import paged_attention_triton
         return paged_attention_triton(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale,
-                                      causal=causal, max_q_len=max_q_len, max_seq_len=max_seq_len)
+                                      causal=causal, window=window, max_q_len=max_q_len, max_seq_len=max_seq_len)
     return paged_attention_padded(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale, causal=causal,
-                                  max_q_len=max_q_len, max_seq_len=max_seq_len)
+                                  window=window, max_q_len=max_q_len, max_seq_len=max_seq_len)
 
 
-def _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, max_q_len, max_seq_len):
+def _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, window, max_q_len, max_seq_len):
     # flash-attn aligns the causal mask bottom-right (query j of q_len sees keys <= seq_len - q_len + j),
     # the same convention as this op. Its paged kernels may require page sizes that are multiples of 256
-    # (older versions) or 16 (newer); errors from flash-attn are passed through.
+    # (older versions) or 16 (newer); errors from flash-attn are passed through. Its window_size=(left, right)
+    # lets query i see keys in [i - left, i + right] (-1: unbounded), so our W is left = W - 1; the right
+    # side stays open without causal, as in the other backends.
     from flash_attn import flash_attn_varlen_func, flash_attn_with_kvcache
+    win = (window - 1, 0 if causal else -1) if window > 0 else (-1, -1)
     B = seq_lens.shape[0]
     N = q.shape[0]
     if max_q_len is None:
         max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max().item())
     if max_q_len * B == N:  # uniform q_len: decode or verification
         out = flash_attn_with_kvcache(q.view(B, max_q_len, *q.shape[1:]), k_cache, v_cache, cache_seqlens=seq_lens,
-                                      block_table=page_table, softmax_scale=scale, causal=causal)
+                                      block_table=page_table, softmax_scale=scale, causal=causal,
+                                      window_size=win)
         return out.reshape(q.shape)
     if max_seq_len is None:
         max_seq_len = int(seq_lens.max().item())
@@ -122,4 +138,4 @@ def _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, 
     cu_k[1:] = torch.cumsum(seq_lens, 0)
     return flash_attn_varlen_func(q, k_cache, v_cache, cu_seqlens_q=cu_q_lens, cu_seqlens_k=cu_k,
                                   max_seqlen_q=max_q_len, max_seqlen_k=max_seq_len, softmax_scale=scale,
-                                  causal=causal, block_table=page_table)
+                                  causal=causal, window_size=win, block_table=page_table)

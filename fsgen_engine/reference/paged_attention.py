@@ -1,4 +1,9 @@
-"""Reference (plain torch) for ops.paged_attention: gather each sequence's pages, then SDPA."""
+"""Reference (plain torch) for ops.paged_attention: gather each sequence's pages, then SDPA.
+
+Sliding window (``window = W > 0``): query at position ``i`` sees key ``j`` iff ``i - j < W`` (and ``j <= i``
+when causal), HF transformers' ``sliding_window_overlay`` (``kv_idx > q_idx - sliding_window``) ANDed with
+its causal mask: a query sees itself and the ``W - 1`` keys before it.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,13 +12,14 @@ import torch.nn.functional as F
 
 def paged_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                               seq_lens: torch.Tensor, cu_q_lens: torch.Tensor, *, scale: float,
-                              causal: bool = True) -> torch.Tensor:
+                              causal: bool = True, window: int = 0) -> torch.Tensor:
     """Attention of ragged new queries over paged keys/values.
 
     q: ``[N, H, D]``; k_cache, v_cache: ``[P, S, Hkv, D]``; page_table ``[B, max_pages]`` int32;
     seq_lens ``[B]`` (KV length including the new tokens); cu_q_lens ``[B+1]``. Query ``j`` of
     sequence ``b`` is at position ``seq_lens[b] - q_len_b + j`` and, when ``causal``, sees keys at
-    positions ``<=`` its own. Returns ``[N, H, D]`` in ``q.dtype``; math in float32.
+    positions ``<=`` its own; ``window > 0`` also hides keys at positions ``<= own - window`` (0: no
+    window). Returns ``[N, H, D]`` in ``q.dtype``; math in float32.
     """
     out = torch.empty_like(q)
     page_size = k_cache.shape[1]
@@ -34,9 +40,13 @@ def paged_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: t
         kb = k.transpose(0, 1).float().repeat_interleave(group, dim=0)      # [H, kv_len, D]
         vb = v.transpose(0, 1).float().repeat_interleave(group, dim=0)
         mask = None
+        q_pos = torch.arange(kv_len - q_len, kv_len, device=q.device)[:, None]
+        k_pos = torch.arange(kv_len, device=q.device)[None, :]
         if causal:
-            q_pos = torch.arange(kv_len - q_len, kv_len, device=q.device)
-            mask = torch.arange(kv_len, device=q.device)[None, :] <= q_pos[:, None]
+            mask = k_pos <= q_pos
+        if window > 0:
+            in_window = k_pos > q_pos - window
+            mask = in_window if mask is None else mask & in_window
         ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, scale=scale)
         out[q_start:q_end] = ob.transpose(0, 1).to(q.dtype)
     return out
@@ -44,7 +54,8 @@ def paged_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: t
 
 def paged_attention_padded(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
                            seq_lens: torch.Tensor, cu_q_lens: torch.Tensor, *, scale: float, causal: bool = True,
-                           max_q_len: int | None = None, max_seq_len: int | None = None) -> torch.Tensor:
+                           window: int = 0, max_q_len: int | None = None,
+                           max_seq_len: int | None = None) -> torch.Tensor:
     """Same result as ``paged_attention_reference``, vectorised over the batch (the CPU inference path).
 
     Pads every sequence to ``max_q_len`` queries and ``max_seq_len`` keys and masks, so it is one
@@ -64,7 +75,7 @@ def paged_attention_padded(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         return torch.empty_like(q)
     if B * max_q_len > 2 * N + 8 or B * max_q_len * max_seq_len * H > (1 << 26):
         return paged_attention_reference(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale,
-                                         causal=causal)
+                                         causal=causal, window=window)
     P, S, Hkv, _ = k_cache.shape
     group = H // Hkv
     n_pages = (max_seq_len + S - 1) // S
@@ -82,9 +93,11 @@ def paged_attention_padded(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     s = qp @ k.permute(0, 2, 3, 1)                                                 # [B, Hkv, G*Mq, L]
     kpos = torch.arange(max_seq_len, device=q.device)
     ok = kpos[None, None, :] < seq_lens.long()[:, None, None]                      # [B, 1, L]
+    q_pos = seq_lens.long()[:, None] - q_lens_l[:, None] + j[None, :]              # [B, Mq]
     if causal:
-        q_pos = seq_lens.long()[:, None] - q_lens_l[:, None] + j[None, :]          # [B, Mq]
         ok = ok & (kpos[None, None, :] <= q_pos[:, :, None])                       # [B, Mq, L]
+    if window > 0:
+        ok = ok & (kpos[None, None, :] > q_pos[:, :, None] - window)
     ok = ok.expand(B, max_q_len, max_seq_len).repeat(1, group, 1)[:, None]         # [B, 1, G*Mq, L]
     s = s.masked_fill(~ok, float("-inf"))
     p = torch.softmax(s, dim=-1).nan_to_num_(0.0)                                  # padded rows: all masked

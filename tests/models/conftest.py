@@ -31,6 +31,15 @@ def make_hf(kind: str, layers: int = 3, seed: int = 0):
         cls, cfg = T.Qwen2ForCausalLM, T.Qwen2Config(**kw)
     elif kind == "qwen3":
         cls, cfg = T.Qwen3ForCausalLM, T.Qwen3Config(**kw)
+    # Sliding-window variants: every Mistral layer slides; Qwen layers from max_window_layers on do
+    elif kind == "mistral_swa":
+        cls, cfg = T.MistralForCausalLM, T.MistralConfig(**kw, sliding_window=5)
+    elif kind == "qwen2_swa":
+        cfg = T.Qwen2Config(**kw, use_sliding_window=True, sliding_window=4, max_window_layers=1)
+        cls = T.Qwen2ForCausalLM
+    elif kind == "qwen3_swa":
+        cfg = T.Qwen3Config(**kw, use_sliding_window=True, sliding_window=6, max_window_layers=2)
+        cls = T.Qwen3ForCausalLM
     elif kind in ("neox", "neox_serial"):
         cfg = T.GPTNeoXConfig(vocab_size=VOCAB, hidden_size=256, intermediate_size=256, num_hidden_layers=layers,
                               num_attention_heads=4, rotary_pct=0.25, max_position_embeddings=128,

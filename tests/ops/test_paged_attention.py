@@ -110,10 +110,11 @@ def test_op_backends(backend, device):
 
 
 @pytest.mark.skipif(not (flash_available() and torch.cuda.is_available()), reason="flash-attn not importable / no GPU")
-def test_flash_backend():
+@pytest.mark.parametrize("window", [0, 100])
+def test_flash_backend(window):
     args, _, _ = make_case([2, 2], [300, 520], page_size=256, H=8, Hkv=2, D=128, dtype=torch.float16, device="cuda")
-    want = paged_attention_reference(**args, scale=0.1)
-    got = paged_attention(**args, scale=0.1, backend="flash")
+    want = paged_attention_reference(**args, scale=0.1, window=window)
+    got = paged_attention(**args, scale=0.1, window=window, backend="flash")
     torch.testing.assert_close(got.float(), want.float(), atol=4e-3, rtol=4e-3)
 
 
@@ -157,6 +158,9 @@ def test_validation_errors():
         paged_attention(**args, scale=0.1, backend="nope")
     with pytest.raises(ValueError, match="scale"):
         paged_attention(**args, scale=-1.0)
+    for bad in (-1, 2.0, True, "4", None):
+        with pytest.raises(ValueError, match=rf"window={bad!r} must be a non-negative int.*0 for full"):
+            paged_attention(**args, scale=0.1, window=bad)
 
 
 def test_unsupported_triton_head_dim_is_a_clear_error_and_auto_falls_back():
@@ -170,3 +174,99 @@ def test_unsupported_triton_head_dim_is_a_clear_error_and_auto_falls_back():
     if "triton" in available_backends(q.device, native=None, triton_kernel=True):
         with pytest.raises(ValueError, match="head_dim=16 is not supported by the Triton kernel"):
             paged_attention(**a, scale=0.25, backend="triton")
+
+
+# ---------------------------------------------------------------- sliding window
+
+
+def dense_window_sdpa(q, ks, vs, cu, scale, causal, window):
+    """Sliding-window attention from its definition, on the unpaged K/V: query at position i sees key j
+    iff i - j < window (and j <= i when causal); float64 SDPA with that boolean mask."""
+    out = torch.empty(q.shape, dtype=torch.float64)
+    for b, (k, v) in enumerate(zip(ks, vs)):
+        qs, qe = int(cu[b]), int(cu[b + 1])
+        L, group = k.shape[0], q.shape[1] // k.shape[1]
+        mask = torch.zeros(qe - qs, L, dtype=torch.bool)
+        for r in range(qe - qs):
+            i = L - (qe - qs) + r
+            for j in range(L):
+                mask[r, j] = (j <= i or not causal) and i - j < window
+        kk = k.double().repeat_interleave(group, dim=1).transpose(0, 1)
+        vv = v.double().repeat_interleave(group, dim=1).transpose(0, 1)
+        o = torch.nn.functional.scaled_dot_product_attention(q[qs:qe].double().transpose(0, 1), kk, vv,
+                                                             attn_mask=mask, scale=scale)
+        out[qs:qe] = o.transpose(0, 1)
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 3, 16])
+@pytest.mark.parametrize("page_size", [1, 4])
+@pytest.mark.parametrize("causal", [True, False])
+def test_window_reference_matches_dense_sdpa(window, page_size, causal):
+    args, ks, vs = make_case([1, 4, 9, 1], [7, 13, 9, 40], page_size=page_size, H=4, Hkv=2, D=64)
+    want = dense_window_sdpa(args["q"], ks, vs, args["cu_q_lens"], 0.125, causal, window)
+    for fn in (paged_attention_reference, paged_attention_padded):
+        got = fn(**args, scale=0.125, causal=causal, window=window)
+        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+    full = paged_attention_reference(**args, scale=0.125, causal=causal)
+    assert not torch.allclose(full, got, atol=1e-3)  # the window hid keys of the 40-token sequence
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("window", [1, 5])
+def test_window_padded_matches_reference(dtype, window):
+    args, _, _ = make_case([1, 5, 30, 2], [9, 5, 31, 17], page_size=4, H=8, Hkv=2, D=80, dtype=dtype)
+    want = paged_attention_reference(**args, scale=0.1, window=window)
+    got = paged_attention_padded(**args, scale=0.1, window=window)
+    torch.testing.assert_close(got.float(), want.float(), atol=TOL[dtype], rtol=TOL[dtype])
+
+
+WINDOW_CASES = [
+    # (q_lens, kv_lens, page_size, H, Hkv, D, dtype, causal, splits, window)
+    ([1, 4, 7], [23, 18, 12], 4, 4, 2, 64, torch.float32, True, None, 5),    # decode + K+1 + ragged extend
+    ([1, 1, 1], [9, 30, 2], 1, 4, 1, 64, torch.float32, True, None, 1),       # W=1: each query sees itself
+    ([1, 2, 1], [50, 20, 3], 16, 8, 2, 64, torch.float16, True, 4, 3),        # split KV, mostly empty splits
+    ([12, 1], [40, 33], 4, 4, 2, 64, torch.bfloat16, True, 3, 16),            # extend spans tiles, split KV
+    ([3, 1], [35, 6], 4, 4, 4, 64, torch.float32, False, 3, 5),               # non-causal: open right side
+    ([5, 1], [5, 3], 16, 4, 2, 64, torch.float32, True, 2, 16),               # window longer than the context
+]
+
+
+@pytest.mark.parametrize("case", WINDOW_CASES, ids=lambda c: f"W{c[9]}-S{c[2]}-split{c[8]}-causal{c[7]}")
+def test_window_triton_matches_reference(case, device):
+    from fsgen_engine.kernels.paged_attention import paged_attention_triton
+    q_lens, kv_lens, S, H, Hkv, D, dtype, causal, splits, window = case
+    args, _, _ = make_case(q_lens, kv_lens, page_size=S, H=H, Hkv=Hkv, D=D, dtype=dtype, device=device)
+    want = paged_attention_reference(**args, scale=D ** -0.5, causal=causal, window=window)
+    got = paged_attention_triton(**args, scale=D ** -0.5, causal=causal, window=window, max_q_len=max(q_lens),
+                                 max_seq_len=max(kv_lens), num_splits=splits)
+    torch.testing.assert_close(got.float(), want.float(), atol=TOL[dtype], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("splits", [None, 3])
+def test_window_triton_skips_tiles_below_the_window(splits, device):
+    """Keys in whole tiles before the window are never read: NaN there (which would poison ``p @ v``
+    even under a zero weight) leaves the output finite and equal to the clean result."""
+    from fsgen_engine.kernels.paged_attention import paged_attention_triton
+    args, _, _ = make_case([1, 2], [64, 40], page_size=4, H=4, Hkv=2, D=64, device=device)
+    want = paged_attention_reference(**args, scale=0.125, window=5)
+    poisoned = dict(args, v_cache=args["v_cache"].clone(), k_cache=args["k_cache"].clone())
+    for b, first_seen in enumerate([64 - 5, 40 - 2 - 5 + 1]):
+        below = first_seen // 16 * 16  # keys of the 16-key tiles wholly below the window
+        pages = args["page_table"][b, : below // 4].long()
+        poisoned["k_cache"][pages] = float("nan")
+        poisoned["v_cache"][pages] = float("nan")
+    got = paged_attention_triton(**poisoned, scale=0.125, causal=True, window=5, max_q_len=2, max_seq_len=64,
+                                 num_splits=splits, block_n=16)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("backend", ["auto", "triton", "reference"])
+def test_window_op_backends(backend, device):
+    args, ks, vs = make_case([1, 3, 6], [20, 9, 6], page_size=4, H=4, Hkv=2, D=64, device=device)
+    want = dense_window_sdpa(args["q"].cpu(), ks, vs, args["cu_q_lens"].cpu(), 0.125, True, 4)
+    got = paged_attention(**args, scale=0.125, window=4, backend=backend)
+    torch.testing.assert_close(got.double().cpu(), want, atol=1e-4, rtol=1e-4)
+    # A window at least the longest context hides nothing: the same as full attention.
+    full = paged_attention(**args, scale=0.125, backend=backend)
+    torch.testing.assert_close(paged_attention(**args, scale=0.125, window=20, backend=backend), full)
