@@ -26,7 +26,6 @@ from fsgen_engine.runtime.model_info import (check_tokenizers, eos_ids_of, kv_sp
                                              resolve_device, resolve_dtype, vocab_size_of)
 
 
-
 class Engine:
     """Collaborative decoding over a large, a small and optionally a small fine-tuned model.
 
@@ -159,8 +158,8 @@ class Engine:
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed=None,
                  num_draft_tokens: int = 5, adaptive_draft: bool = False, target=None, alpha=None, beta=None,
                  preset=None, mismatch_reference=None, ignore_eos: bool = False, chat: bool = False,
-                 progress: bool = True, bild_rollback: float = 5.0, bild_max_small: int = 10
-                 ) -> list[GenerationOutput]:
+                 progress: bool = True, bild_rollback: float = 5.0, bild_max_small: int = 10,
+                 trace_topk: int = 0) -> list[GenerationOutput]:
         """Generate a continuation for each prompt with a collaboration method.
 
         prompts: list of strings (chat template applied when ``chat=True`` and the tokenizer has one) or
@@ -182,6 +181,9 @@ class Engine:
             ``"small_ft"``.
         ignore_eos: keep generating past EOS. progress: a progress bar on stderr.
         bild_rollback (5.0 nats) / bild_max_small (10): BiLD's rollback threshold and small-run limit.
+        trace_topk: K in [0, 1000]; > 0 records System 1's and System 2's top-K distributions per token in
+            the trace (``TraceStep.small_topk_*`` / ``large_topk_*``; research records and top-K routers use
+            100) at the cost of a softmax + top-K per model per step, copied with the step's one sync.
 
         Returns one :class:`GenerationOutput` per prompt, in order. Every argument is validated before
         any state changes; pages are returned to the pool when the call ends, also on error.
@@ -191,7 +193,7 @@ class Engine:
             temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
             num_draft_tokens=num_draft_tokens, adaptive_draft=adaptive_draft, target=target, alpha=alpha,
             beta=beta, preset=preset, mismatch_reference=mismatch_reference, ignore_eos=ignore_eos, chat=chat,
-            bild_rollback=bild_rollback, bild_max_small=bild_max_small)
+            bild_rollback=bild_rollback, bild_max_small=bild_max_small, trace_topk=trace_topk)
         generator = None
         if sampler_args["temperature"] > 0:
             generator = torch.Generator(device=self.device)
@@ -233,7 +235,8 @@ class Engine:
                 method=cfg.method, router=router_name,
                 meta={k: v for k, v in (("target", cfg.target), ("num_draft_tokens", cfg.num_draft_tokens
                                                                    if cfg.method == "speculative" else None),
-                                        ("fuse", cfg.fuse), ("alpha", cfg.alpha), ("beta", cfg.beta))
+                                        ("fuse", cfg.fuse), ("alpha", cfg.alpha), ("beta", cfg.beta),
+                                        ("trace_topk", cfg.trace_topk or None))
                       if v is not None}))
         return outs
 

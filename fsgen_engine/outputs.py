@@ -1,7 +1,9 @@
 """What a generation returns, and the per-token trace every analysis is recomputed from.
 
 Trace files (``--out traces.jsonl``) hold one JSON object per generation: ``GenerationOutput.to_dict()``.
-The trace is stored by column (one list per field) to keep files small.
+The trace is stored by column (one list per field) to keep files small. The top-K distribution
+columns (``TOPK_FIELDS``, ``generate(..., trace_topk=K)``) are present only when a generation
+recorded them, so traces without them stay as small as before and older files still load.
 """
 from __future__ import annotations
 
@@ -31,6 +33,11 @@ class TraceStep:
     small_argmax: System 1's greedy token at this step (-1 when it did not run).
     large_argmax: System 2's greedy token at this step, -1 when System 2 did not run.
     source: one of SOURCES.
+    small_topk_probs / small_topk_ids: System 1's top-K distribution at this step (probabilities
+        sorted descending, rounded to 6 decimals; their token ids); None when not recorded
+        (``trace_topk=0``) or System 1 produced no distribution for this position.
+    large_topk_probs / large_topk_ids: the same for System 2's own logits (never fused ones); None
+        when System 2 did not run for this position.
     """
 
     position: int
@@ -42,20 +49,40 @@ class TraceStep:
     small_argmax: int
     large_argmax: int
     source: str
+    small_topk_probs: list[float] | None = None
+    small_topk_ids: list[int] | None = None
+    large_topk_probs: list[float] | None = None
+    large_topk_ids: list[int] | None = None
 
 
-TRACE_FIELDS = tuple(TraceStep.__dataclass_fields__)
+# optional columns: stored only when a generation recorded them; a step without data holds []
+TOPK_FIELDS = ("small_topk_probs", "small_topk_ids", "large_topk_probs", "large_topk_ids")
+# required columns: every trace has them
+TRACE_FIELDS = tuple(k for k in TraceStep.__dataclass_fields__ if k not in TOPK_FIELDS)
 
 
 @dataclass
 class Trace:
-    """Column-wise per-token trace; ``len(trace)`` is the number of emitted tokens."""
+    """Column-wise per-token trace; ``len(trace)`` is the number of emitted tokens.
+
+    ``columns`` always holds ``TRACE_FIELDS``; a ``TOPK_FIELDS`` column is created the first time a
+    step carries it (earlier steps back-filled with ``[]``) and then gets ``[]`` for steps without it.
+    """
 
     columns: dict[str, list] = field(default_factory=lambda: {k: [] for k in TRACE_FIELDS})
 
     def append(self, step: TraceStep) -> None:
-        for k, v in asdict(step).items():
-            self.columns[k].append(v)
+        n = len(self)
+        for k in TRACE_FIELDS:
+            self.columns[k].append(getattr(step, k))
+        for k in TOPK_FIELDS:
+            v = getattr(step, k)
+            col = self.columns.get(k)
+            if col is None:
+                if v is None:
+                    continue
+                col = self.columns[k] = [[] for _ in range(n)]
+            col.append([] if v is None else list(v))
 
     def truncate(self, n: int) -> None:
         for k in self.columns:
@@ -64,9 +91,22 @@ class Trace:
     def __len__(self) -> int:
         return len(self.columns["token"])
 
+    @property
+    def has_topk(self) -> bool:
+        """Whether any top-K distribution column was recorded."""
+        return any(k in self.columns for k in TOPK_FIELDS)
+
+    def step(self, i: int) -> TraceStep:
+        """Step ``i`` as a :class:`TraceStep` (a top-K field is None where the step has no data)."""
+        d = {k: self.columns[k][i] for k in TRACE_FIELDS}
+        for k in TOPK_FIELDS:
+            v = self.columns[k][i] if k in self.columns else None
+            d[k] = list(v) if v else None
+        return TraceStep(**d)
+
     def __iter__(self) -> Iterator[TraceStep]:
         for i in range(len(self)):
-            yield TraceStep(**{k: self.columns[k][i] for k in TRACE_FIELDS})
+            yield self.step(i)
 
     def to_dict(self) -> dict[str, list]:
         return {k: list(v) for k, v in self.columns.items()}
@@ -76,7 +116,13 @@ class Trace:
         missing = [k for k in TRACE_FIELDS if k not in d]
         if missing:
             raise ValueError(f"trace is missing columns {missing}; expected {list(TRACE_FIELDS)}")
-        return cls({k: list(d[k]) for k in TRACE_FIELDS})
+        cols = {k: list(d[k]) for k in TRACE_FIELDS + TOPK_FIELDS if k in d}
+        n = len(cols["token"])
+        bad = [k for k in TOPK_FIELDS if k in cols and len(cols[k]) != n]
+        if bad:
+            raise ValueError(f"trace columns {bad} must have one entry per token ({n}; [] for a step "
+                             f"without data)")
+        return cls(cols)
 
 
 @dataclass

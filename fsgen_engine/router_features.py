@@ -1,7 +1,8 @@
 """The learned router's feature vector, in one place for training and inference.
 
-Traces (``fsgen_engine.outputs.TraceStep``) keep three statistics of System 1's distribution per
-token, not its top-k probabilities, so the trained feature set is what a trace has:
+Every trace (``fsgen_engine.outputs.TraceStep``) keeps three statistics of System 1's distribution per
+token; its top-k probabilities only when generated with ``trace_topk=K``. The default feature set is
+what every trace has:
 
 =============  ==============================================================
 ``entropy``    H(p_s) in nats
@@ -11,7 +12,8 @@ token, not its top-k probabilities, so the trained feature set is what a trace h
 =============  ==============================================================
 
 ``FEATURES_STATS`` names that spec. When traces also carry a ``small_topk_probs`` column (sorted
-descending top-k probabilities per step), the spec ``topk:K`` = the K sorted probabilities followed by
+descending top-k probabilities per step: ``generate(..., trace_topk=K)``, ``fsgen generate/eval
+--trace-topk K``), the spec ``topk:K`` = the K sorted probabilities followed by
 the entropy (the FS-GEN SVM's input plus entropy) can be used instead. A saved router stores its
 spec (``bundle["features"]``) so inference builds the same columns with :func:`features_for_spec`.
 """

@@ -12,6 +12,10 @@ def add_arguments(parser) -> None:
                         help="large, small, oracle, contrastive, proxy, speculative, bild")
     parser.add_argument("--router", default="always",
                         help="always, never, max_prob:t, margin:t, entropy:t, learned:PATH")
+    parser.add_argument("--trace-topk", type=int, default=0, metavar="K",
+                        help="record System 1's and System 2's top-K distributions per token (traces.jsonl, and "
+                             "slm_logits_prob / llm_logits_prob in records.jsonl; 0 = off, research records want "
+                             "100); costs a softmax + top-K per model per step and K probabilities + ids per token")
     add_common(parser)
 
 
@@ -23,6 +27,7 @@ def run(args) -> int:
 
     try:
         cfg = make_config(args, args.method, args.router)
+        cfg.trace_topk = args.trace_topk
         from fsgen_engine.eval.datasets import load_examples
 
         load_examples(cfg.dataset, cfg.data, n=cfg.n, seed=cfg.seed, fewshot_path=cfg.fewshot)  # fail fast

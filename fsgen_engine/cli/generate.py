@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("output")
     o.add_argument("--out", default=None, metavar="TRACES.jsonl",
                    help="write one trace per prompt (input of fsgen analyze / train-router)")
+    o.add_argument("--trace-topk", type=int, default=0, metavar="K",
+                   help="record System 1's and System 2's top-K distributions per token in the traces (0 = off; "
+                        "research records and top-K learned routers want 100); costs a softmax + top-K per model "
+                        "per step and K probabilities + ids per token in the trace file")
     o.add_argument("--quiet", action="store_true", help="print neither the texts nor the progress bar")
 
 
@@ -86,6 +90,8 @@ def gen_kwargs(args) -> dict:
             kw[k] = v
     if args.ignore_eos:
         kw["ignore_eos"] = True
+    if getattr(args, "trace_topk", 0):
+        kw["trace_topk"] = args.trace_topk
     return kw
 
 

@@ -17,8 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classifier: RBF SVM with probability outputs (FS-GEN) or logistic regression")
     parser.add_argument("--top-k", type=int, default=10,
                         help="use the K sorted top-k probabilities + entropy as features when the traces carry a "
-                             "small_topk_probs column; otherwise (and with 0) the trace statistics entropy, "
-                             "max prob, margin and 2nd prob are used")
+                             "small_topk_probs column (fsgen generate/eval --trace-topk K, K >= this; shorter rows "
+                             "are padded with zeros); otherwise (and with 0) the trace statistics entropy, max prob, "
+                             "margin and 2nd prob are used")
     parser.add_argument("--seed", type=int, default=0, help="seed for negative down-sampling and the classifier")
     parser.add_argument("--neg-ratio", type=float, default=1.0,
                         help="negatives kept per positive (FS-GEN: 1.0 = balanced 1:1)")

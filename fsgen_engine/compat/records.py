@@ -19,9 +19,14 @@ _DEFAULTS = {"dataset": "", "inputs": "", "correct": None, "llm_name": "", "slm_
 
 
 def record_from_output(out, tokenizer=None) -> dict:
-    """A research record for one engine ``GenerationOutput`` (no top-100 distributions: the engine's
-    trace keeps statistics only, so ``topK`` is 0 and the ``*_logits_prob`` lists are empty; every count
-    and ``if_match_now`` is exact). Data-set fields come from ``out.meta`` where present."""
+    """A research record for one engine ``GenerationOutput``; every count and ``if_match_now`` is exact.
+
+    Distributions: when the trace has top-K columns (``generate(..., trace_topk=K)``), ``topK`` is K,
+    ``slm_logits_prob`` holds one entry per emitted token in the research layout ``[[probs], ids]``
+    (``[[[]], []]`` for a step where System 1 gave no distribution, e.g. a speculative bonus token) and
+    ``llm_logits_prob`` one entry per fired (``routed``) step, from the large model's own logits.
+    Without them ``topK`` is 0 and both lists are empty. Data-set fields come from ``out.meta`` where
+    present."""
     from .names import research_method_info
 
     cols = out.trace.columns
@@ -31,9 +36,9 @@ def record_from_output(out, tokenizer=None) -> dict:
     else:
         tokens = [str(t) for t in out.token_ids]
     st = out.stats
-    rec = {"text": out.text, "tokens": tokens, "topK": 0, "slm_logits_prob": [], "llm_logits_prob": [],
-           "if_match_now": flags, "total_tokens_num": st.total_tokens or len(out.token_ids),
-           "latent_tokens_num": st.large_calls, "mismatch_tokens_num": st.mismatches}
+    rec = {"text": out.text, "tokens": tokens, **_distributions(out), "if_match_now": flags,
+           "total_tokens_num": st.total_tokens or len(out.token_ids), "latent_tokens_num": st.large_calls,
+           "mismatch_tokens_num": st.mismatches}
     meta = out.meta or {}
     for k_rec, k_meta in (("id", "id"), ("dataset", "dataset"), ("inputs", "inputs"), ("correct", "correct"),
                           ("llm_name", "large"), ("slm_name", "small"), ("slm_text", "slm_text")):
@@ -43,6 +48,26 @@ def record_from_output(out, tokenizer=None) -> dict:
         rec["inputs"] = out.prompt
     rec["method_info"] = research_method_info(out.method, out.router, meta.get("gen_kwargs"))
     return rec
+
+
+def _distributions(out) -> dict:
+    """``topK``, ``slm_logits_prob`` and ``llm_logits_prob`` of a record from the trace's top-K columns."""
+    tr = out.trace
+    if not tr.has_topk:
+        return {"topK": 0, "slm_logits_prob": [], "llm_logits_prob": []}
+    cols, n = tr.columns, len(tr)
+    empty = [[] for _ in range(n)]
+
+    def entries(model: str) -> list:
+        # research layout per step: [[[p_1..p_k]], [id_1..id_k]] (an empty step: [[[]], []])
+        return [[[list(p)], list(i)] for p, i in zip(cols.get(f"{model}_topk_probs", empty),
+                                                     cols.get(f"{model}_topk_ids", empty))]
+
+    # K as generated (meta); a trace without it falls back to its longest recorded row
+    rows = cols.get("small_topk_probs", []) + cols.get("large_topk_probs", [])
+    k = (out.meta or {}).get("trace_topk") or max((len(p) for p in rows), default=0)
+    return {"topK": int(k), "slm_logits_prob": entries("small"),
+            "llm_logits_prob": [e for e, r in zip(entries("large"), cols["routed"]) if r]}
 
 
 def _as_record(r, tokenizer) -> dict:

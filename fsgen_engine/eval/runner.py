@@ -36,6 +36,7 @@ class EvalConfig:
     large_params: str | None = None
     small_params: str | None = None
     mbpp_timeout: float = 10.0
+    trace_topk: int = 0  # K of the top-K distributions kept per token (0 = off; research records: 100)
 
 
 def _cut(text: str, stops: list[str]) -> str:
@@ -84,7 +85,7 @@ def _generate(engine, prompts, cfg: EvalConfig, *, chat: bool, stop: list[str]):
         chunk = prompts[i:i + cfg.batch_size]
         t0 = time.perf_counter()
         res = engine.generate(chunk, method=cfg.method, router=cfg.router, max_new_tokens=cfg.max_new_tokens,
-                              stop=stop or None, chat=chat, **kw)
+                              stop=stop or None, chat=chat, trace_topk=cfg.trace_topk, **kw)
         wall += time.perf_counter() - t0
         outs.extend(res)
     return outs, wall

@@ -8,6 +8,8 @@ since its last call in one extend and scores each small token emitted since then
 model's token replaces it (source "rollback"); without a rollback the large model's token is emitted
 at the current position (source "large"). Counts: large_calls = fallback calls; mismatches = fallback
 tokens differing from the small argmax + rollbacks.
+Top-K tracing: System 1's top-K rides with its statistics, the large model's (at the fallback or
+rollback position only) with its scores; a rollback step keeps the replaced step's System-1 data.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from fsgen_engine import ops
-from fsgen_engine.methods.base import Method, trace_step
+from fsgen_engine.methods.base import Method, topk_row, trace_step
 from fsgen_engine.runtime.executor import to_host
 
 
@@ -28,8 +30,8 @@ class BiLD(Method):
         st = ops.token_stats(z)
         router = self.cfg.router
         tok_s = self.sampler.choose(z) if not self.sampler.greedy else st.argmax
-        h_tok, h_ent, h_mp, h_mg, h_am, h_fire = to_host(tok_s, st.entropy, st.max_prob, st.margin, st.argmax,
-                                                          router(z, st))
+        h_tok, h_ent, h_mp, h_mg, h_am, h_fire, *h_ts = to_host(tok_s, st.entropy, st.max_prob, st.margin,
+                                                                 st.argmax, router(z, st), *self.topk(z))
         fired = [b for b, r in enumerate(rows) if h_fire[b] or r.small_run >= self.cfg.bild_max_small]
         res = {}
         if fired:
@@ -47,16 +49,17 @@ class BiLD(Method):
             nll = -logp.gather(2, run.tensor(tgt).view(F, nmax, 1)).squeeze(2)
             ltok = self.sampler.choose(zl.reshape(-1, V)).view(F, nmax)
             lam = torch.argmax(zl, dim=-1)
-            h_nll, h_lt, h_lam = to_host(nll, ltok, lam)
+            h_nll, h_lt, h_lam, *h_tl = to_host(nll, ltok, lam, *self.topk(zl))
             for f, b in enumerate(fired):
-                res[b] = (ns[f], h_nll[f], h_lt[f], h_lam[f])
+                res[b] = (ns[f], h_nll[f], h_lt[f], h_lam[f], f)
         for b, r in enumerate(rows):
             if b not in res:
                 r.small_run += 1
                 r.emit([int(h_tok[b])], [trace_step(h_ent[b], h_mp[b], h_mg[b], routed=False, token=h_tok[b],
-                                                    small_argmax=h_am[b], source="small")], self.rules)
+                                                    small_argmax=h_am[b], source="small",
+                                                    small_topk=topk_row(h_ts, b))], self.rules)
                 continue
-            n, nll, lt, lam = res[b]
+            n, nll, lt, lam, f = res[b]
             r.stats.large_calls += 1
             r.small_run = 0
             bad = np.nonzero(nll[:n - 1] > self.cfg.bild_rollback)[0]
@@ -64,17 +67,20 @@ class BiLD(Method):
                 j = int(bad[0])
                 pos = r.checked + j                      # index into r.tokens of the rejected token
                 gen_idx = pos - r.prompt_len
-                old = next(s for i, s in enumerate(r.trace) if i == gen_idx)
+                old = r.trace.step(gen_idx)
                 r.cut(gen_idx)
                 run.truncate([r], [pos], self.model_ids)
                 r.checked = pos + 1
                 r.stats.mismatches += 1
                 r.emit([int(lt[j])], [trace_step(old.small_entropy, old.small_max_prob, old.small_margin,
                                                  routed=True, token=lt[j], small_argmax=old.small_argmax,
-                                                 large_argmax=lam[j], source="rollback")], self.rules)
+                                                 large_argmax=lam[j], source="rollback",
+                                                 small_topk=(old.small_topk_probs, old.small_topk_ids),
+                                                 large_topk=topk_row(h_tl, f, j))], self.rules)
             else:
                 t = int(lt[n - 1])
                 r.stats.mismatches += int(t != int(h_am[b]))
                 r.checked = len(r.tokens) + 1
                 r.emit([t], [trace_step(h_ent[b], h_mp[b], h_mg[b], routed=True, token=t, small_argmax=h_am[b],
-                                        large_argmax=lam[n - 1], source="large")], self.rules)
+                                        large_argmax=lam[n - 1], source="large", small_topk=topk_row(h_ts, b),
+                                        large_topk=topk_row(h_tl, f, n - 1))], self.rules)

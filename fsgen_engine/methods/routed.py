@@ -8,6 +8,8 @@ mismatch when its token differs from the reference argmax (System 1's; proxy: th
 model's by default, ``mismatch_reference="small_ft"`` for System 1's).
 Host syncs per step: one when no row fires (System 1's tokens and the router's decisions are read
 together) or the router is ``always``; two when a dynamic router fires (the fired rows' tokens).
+With ``trace_topk`` the top-K distributions ride along in those same copies: System 1's with its
+statistics, the large model's (its own logits, not the fused ones) with the fired rows' tokens.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from fsgen_engine import ops
-from fsgen_engine.methods.base import Method, trace_step
+from fsgen_engine.methods.base import NO_TOPK, Method, topk_row, trace_step
 from fsgen_engine.runtime.executor import to_host
 
 
@@ -28,8 +30,9 @@ class Routed(Method):
         self.source = "large" if cfg.method == "oracle" else "fused"
 
     def _system2(self, frows, z1, am1):
-        """Tokens, large-model argmax and mismatch-reference argmax ``[F]`` of the fired rows
-        (``z1``/``am1``: their System-1 logits and argmax)."""
+        """``[tokens, large-model argmax, mismatch-reference argmax, *large top-K]`` (``[F]``, top-K
+        ``[F, k]`` or nothing when tracing is off) of the fired rows (``z1``/``am1``: their System-1
+        logits and argmax)."""
         zl = self.runner.extend("large", frows)[:, 0]
         ref = am1
         if self.cfg.method == "oracle":
@@ -42,26 +45,29 @@ class Routed(Method):
         else:
             fz = ops.fuse_logits(zl, z1, method=self.cfg.fuse, alpha=self.cfg.alpha, beta=self.cfg.beta,
                                  weights=self.cfg.weights)
-        return self.sampler.choose(fz), torch.argmax(zl, dim=-1), ref
+        return [self.sampler.choose(fz), torch.argmax(zl, dim=-1), ref, *self.topk(zl)]
 
     def step(self, rows):
         B = len(rows)
         z = self.runner.extend(self.system1, rows)[:, 0]
         st = ops.token_stats(z)
-        s1 = (st.entropy, st.max_prob, st.margin, st.argmax)
+        s1 = (st.entropy, st.max_prob, st.margin, st.argmax, *self.topk(z))  # + System 1's top-K when traced
         router = self.cfg.router
+        large_tk = [NO_TOPK] * B
         if router.static:  # always: every row goes to System 2; one sync
-            tok, lam, ref = self._system2(rows, z, st.argmax)
-            h_tok, h_lam, h_ref, *h_s1 = to_host(tok, lam, ref, *s1)
+            tok, lam, ref, *tl = self._system2(rows, z, st.argmax)
+            h_tok, h_lam, h_ref, *h = to_host(tok, lam, ref, *s1, *tl)
+            h_s1, h_tl = h[:len(s1)], h[len(s1):]
             fired = list(range(B))
+            large_tk = [topk_row(h_tl, b) for b in fired]
         else:
             # System 1's own token for every row, read with the router's decisions in one sync; only
             # a step where the router fires pays a second sync, for System 2's tokens of those rows
             tok1 = st.argmax if self.sampler.greedy else self.sampler.choose(z)
             mask = [] if router.static is False else [router(z, st)]
-            h = to_host(tok1, *s1, *mask)
-            h_tok, h_s1 = h[0], h[1:5]
-            fired = np.flatnonzero(h[5]).tolist() if mask else []
+            h_tok, *h = to_host(tok1, *s1, *mask)
+            h_s1 = h[:len(s1)]
+            fired = np.flatnonzero(h[len(s1)]).tolist() if mask else []
             h_lam = np.full(B, -1.0)
             h_ref = h_s1[3].copy()
             if fired:
@@ -71,10 +77,13 @@ class Routed(Method):
                     idx = self.runner.tensor(fired)
                     part = self._system2([rows[i] for i in fired], z.index_select(0, idx),
                                          st.argmax.index_select(0, idx))
-                f_tok, f_lam, f_ref = to_host(*part)
+                f_tok, f_lam, f_ref, *f_tl = to_host(*part)
                 h_tok = h_tok.copy()
                 h_tok[fired], h_lam[fired], h_ref[fired] = f_tok, f_lam, f_ref
-        h_ent, h_mp, h_mg, h_am = h_s1
+                for f, b in enumerate(fired):
+                    large_tk[b] = topk_row(f_tl, f)
+        h_ent, h_mp, h_mg, h_am = h_s1[:4]
+        h_ts = h_s1[4:]
         fired_set = set(fired)
         for b, r in enumerate(rows):
             t = int(h_tok[b])
@@ -83,4 +92,5 @@ class Routed(Method):
                 r.stats.large_calls += 1
                 r.stats.mismatches += int(t != int(h_ref[b]))
             r.emit([t], [trace_step(h_ent[b], h_mp[b], h_mg[b], routed=f, token=t, small_argmax=h_am[b],
-                                    large_argmax=h_lam[b], source=self.source if f else "small")], self.rules)
+                                    large_argmax=h_lam[b], source=self.source if f else "small",
+                                    small_topk=topk_row(h_ts, b), large_topk=large_tk[b])], self.rules)

@@ -7,7 +7,8 @@ lossless rejection sampling (drafts drawn exactly from the filtered draft distri
 as ``draft_probs``), so the output has the target's distribution. Adaptive K (per row): +1 after a
 fully accepted round, -1 after a rejection, within [1, 2K]. Counts: large_calls = rounds,
 mismatches = rounds with a rejected draft, draft_tokens / accepted_draft_tokens.
-One host sync per round (tokens, acceptance, trace statistics together).
+One host sync per round (tokens, acceptance, trace statistics together; with ``trace_topk`` also the
+drafter's top-K at each draft position and the large model's own top-K at the K+1 verified ones).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import math
 import torch
 
 from fsgen_engine import ops
-from fsgen_engine.methods.base import Method, trace_step
+from fsgen_engine.methods.base import NO_TOPK, Method, stack_topk, topk_row, trace_step
 from fsgen_engine.runtime.executor import to_host
 
 
@@ -41,7 +42,7 @@ class Speculative(Method):
         K = max(ks)
         fused = self.target is not None
         drafts = torch.empty((B, K), dtype=torch.int64, device=run.device)
-        stats, qs, zs = [], [], []
+        stats, qs, zs, tks = [], [], [], []
         for j in range(K):
             if j == 0:
                 z = run.extend(self.drafter, rows)[:, 0]
@@ -49,6 +50,7 @@ class Speculative(Method):
                 z = run.extend(self.drafter, rows, tail=drafts[:, j - 1:j])[:, 0]
             st = ops.token_stats(z)
             stats.append(torch.stack([st.entropy, st.max_prob, st.margin, st.argmax.float()], dim=1))
+            tks.append(self.topk(z))
             if samp.greedy:
                 d = st.argmax
             else:
@@ -81,16 +83,22 @@ class Speculative(Method):
         q = torch.stack(qs, dim=1) if qs else None
         na, nxt = ops.verify(drafts, target, draft_probs=q, num_draft=num_draft, params=samp.params(B),
                              generator=samp.generator, _validated=True)
-        h_d, h_na, h_nx, h_st, h_la = to_host(drafts, na, nxt, torch.stack(stats, dim=1), torch.argmax(target, -1))
+        ts = stack_topk(tks)   # the drafter's top-K per draft position [B, K, k]
+        h_d, h_na, h_nx, h_st, h_la, *h_tk = to_host(drafts, na, nxt, torch.stack(stats, dim=1),
+                                                      torch.argmax(target, -1), *ts, *self.topk(zl))
+        h_ts, h_tl = h_tk[:len(ts)], h_tk[len(ts):]
         valid = []
         for b, r in enumerate(rows):
             a, k = int(h_na[b]), ks[b]
             steps = []
             toks = [int(t) for t in h_d[b, :a]] + [int(h_nx[b])]
             for j in range(a + 1):
+                # the position after the last draft has no System-1 distribution (NaN stats, no top-K)
                 s = h_st[b, j] if j < K else (math.nan, math.nan, math.nan, -1)
                 steps.append(trace_step(s[0], s[1], s[2], routed=True, token=toks[j], small_argmax=int(s[3]),
-                                        large_argmax=int(h_la[b, j]), source="draft" if j < a else "large"))
+                                        large_argmax=int(h_la[b, j]), source="draft" if j < a else "large",
+                                        small_topk=topk_row(h_ts, b, j) if j < K else NO_TOPK,
+                                        large_topk=topk_row(h_tl, b, j)))
             st = r.stats
             st.large_calls += 1
             st.draft_tokens += k

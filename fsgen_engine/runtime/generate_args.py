@@ -20,7 +20,7 @@ TARGETS = (None, "large", "contrastive", "proxy")
 
 def method_config(models: dict, *, method, router, max_new_tokens, temperature, top_k, top_p, min_p, seed,
                   num_draft_tokens, adaptive_draft, target, alpha, beta, preset, mismatch_reference, bild_rollback,
-                  bild_max_small) -> tuple[MethodConfig, dict, int | None]:
+                  bild_max_small, trace_topk) -> tuple[MethodConfig, dict, int | None]:
     """``(MethodConfig, sampler kwargs, seed)`` from ``generate``'s method options (see its docstring);
     ``models``: the engine's loaded models by role (``proxy`` needs a small fine-tuned one)."""
     if method not in METHODS:
@@ -80,10 +80,12 @@ def method_config(models: dict, *, method, router, max_new_tokens, temperature, 
         raise ValueError(f"bild_rollback={bild_rollback!r} must be a positive number (nats)")
     if isinstance(bild_max_small, bool) or not isinstance(bild_max_small, numbers.Integral) or bild_max_small < 1:
         raise ValueError(f"bild_max_small={bild_max_small!r} must be an integer >= 1")
+    check_trace_topk(trace_topk)
     cfg = MethodConfig(method=method, router=rt, fuse=fuse, alpha=alpha, beta=beta, weights=weights,
                        num_draft_tokens=int(num_draft_tokens), adaptive_draft=bool(adaptive_draft),
                        target=target, mismatch_reference=mismatch_reference or "small",
-                       bild_rollback=float(bild_rollback), bild_max_small=int(bild_max_small))
+                       bild_rollback=float(bild_rollback), bild_max_small=int(bild_max_small),
+                       trace_topk=int(trace_topk))
     sampler_args = dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), min_p=float(min_p))
     return cfg, sampler_args, seed
 
@@ -134,6 +136,17 @@ def tokenize_prompts(prompts, tokenizer, vocab_size: int, max_positions: int, ch
         out.append(ids)
     return out
 
+
+MAX_TRACE_TOPK = 1000
+
+
+def check_trace_topk(trace_topk) -> None:
+    """``trace_topk`` must be an int in [0, MAX_TRACE_TOPK]: the bound keeps a trace (K probabilities and
+    K ids per token and model) from silently growing to vocabulary size."""
+    if isinstance(trace_topk, bool) or not isinstance(trace_topk, numbers.Integral) \
+            or not 0 <= trace_topk <= MAX_TRACE_TOPK:
+        raise ValueError(f"trace_topk={trace_topk!r} must be an integer in [0, {MAX_TRACE_TOPK}]: the K of the "
+                         f"top-K distributions recorded per token (0 = off; research records use 100)")
 
 
 def check_sampling(temperature, top_k, top_p, min_p) -> None:
