@@ -3,40 +3,11 @@
 // converted to float, so every inner loop is a plain float loop the compiler vectorises.
 // Semantics (zero weights drop their input, NaN ignored by the max): reference/fuse_logits.py.
 #include <cmath>
-#include <limits>
 
-#include "fsgen.h"
-
-#if defined(__F16C__)
-#include <immintrin.h>
-#endif
+#include "cpu_math.h"
 
 namespace fsgen {
 namespace {
-
-constexpr int64_t kChunk = 2048;
-constexpr int kLanes = 16;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// Pointer to n floats of a row starting at c0: the row itself for fp32, else converted into dst.
-inline const float* chunk_as_float(const void* row, int dtype, int64_t c0, int64_t n, float* dst) {
-  if (dtype == kFloat32) return static_cast<const float*>(row) + c0;
-  const uint16_t* s = static_cast<const uint16_t*>(row) + c0;
-  if (dtype == kBFloat16) {
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t bits = static_cast<uint32_t>(s[i]) << 16;
-      std::memcpy(dst + i, &bits, sizeof(float));
-    }
-    return dst;
-  }
-  int64_t i = 0;
-#if defined(__F16C__)
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
-#endif
-  for (; i < n; ++i) dst[i] = fp16_to_float(s[i]);
-  return dst;
-}
 
 float row_max(const void* row, int dtype, int64_t V, float* buf) {
   float lanes[kLanes];

@@ -1,5 +1,5 @@
 // ops.sample on CPU: one row per OpenMP iteration; filters by radix-select thresholds, then an
-// exponential race with counter-based noise (sampling_common.h). See reference/sample.py.
+// inverse-CDF draw with counter-based noise (sampling_common.h). See reference/sample.py.
 #include "fsgen.h"
 #include "sampling_common.h"
 
@@ -26,7 +26,7 @@ void sample_cpu(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride,
     for (int64_t b = 0; b < B; ++b) {
       const void* row = base + b * row_stride * esize;
       const sampling::RowFilter f = sampling::filter_row(row, dtype, V, t[b], k[b], tp[b], mp[b], s);
-      o[b] = f.greedy ? f.argmax : sampling::race(s.w.data(), V, seed, static_cast<uint64_t>(b));
+      o[b] = f.greedy ? f.argmax : sampling::draw(s.w.data(), V, f.total, seed, static_cast<uint64_t>(b));
     }
   }
 }

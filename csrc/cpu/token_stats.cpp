@@ -7,58 +7,11 @@
 // -ffast-math. The chunk is re-read from L1, never from memory. Special rows (NaN, +inf, all -inf)
 // follow fsgen_engine/reference/token_stats.py.
 #include <cmath>
-#include <limits>
 
-#include "fsgen.h"
-
-#if defined(__F16C__)
-#include <immintrin.h>
-#endif
+#include "cpu_math.h"
 
 namespace fsgen {
 namespace {
-
-constexpr int64_t kChunk = 2048;
-constexpr int kLanes = 16;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// exp(d) for d <= 0 (d is clamped to [-88, 0]; values below ~-87.3 give exactly 0). Cody-Waite
-// range reduction + degree-6 polynomial, ~1 ulp; written with plain float/int ops so it vectorises.
-inline float exp_nonpos(float d) {
-  d = d > -88.0f ? d : -88.0f;
-  const float fn = (d * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  const float r = (d - fn * 0.693359375f) + fn * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t n = static_cast<int32_t>(fn);
-  const int32_t bits = (n + 127) << 23;  // n = -127 -> 0.0f
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-
-// Convert n elements of a 16-bit row to float.
-inline void to_float(const void* src, int dtype, int64_t n, float* dst) {
-  const uint16_t* s = static_cast<const uint16_t*>(src);
-  if (dtype == kBFloat16) {
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t bits = static_cast<uint32_t>(s[i]) << 16;
-      std::memcpy(dst + i, &bits, sizeof(float));
-    }
-    return;
-  }
-  int64_t i = 0;
-#if defined(__F16C__)
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
-#endif
-  for (; i < n; ++i) dst[i] = fp16_to_float(s[i]);
-}
 
 struct RowStats {
   float entropy, max_prob, margin, lse;

@@ -40,7 +40,7 @@ void verify_cpu(std::uintptr_t draft, int64_t d_s0, std::uintptr_t logits, int64
         const RowFilter f = filter_row(row, dtype, V, t[b], k[b], tp[b], mp[b], s);
         const uint64_t ctr = static_cast<uint64_t>(b * (K + 1) + i);
         if (i == n) {  // every draft accepted: bonus token from p_n
-          token = f.greedy ? f.argmax : race(s.w.data(), V, seed, ctr);
+          token = f.greedy ? f.argmax : draw(s.w.data(), V, f.total, seed, ctr);
           break;
         }
         const int64_t x = dr[b * d_s0 + i];
@@ -63,7 +63,7 @@ void verify_cpu(std::uintptr_t draft, int64_t d_s0, std::uintptr_t logits, int64
             r[j] = rj;
             rsum += rj;
           }
-          token = race(rsum > 0.0 ? r.data() : s.w.data(), V, seed, ctr);
+          token = rsum > 0.0 ? draw(r.data(), V, rsum, seed, ctr) : draw(s.w.data(), V, f.total, seed, ctr);
         }
         break;
       }

@@ -3,7 +3,9 @@
 //
 // Filters are thresholds, never sorts: top-k and top-p each pick the largest key T such that the
 // weight (count, resp. probability mass) of {key >= T} reaches the target, by a 3-level radix
-// select (11 + 11 + 10 bits, one pass over the row per level). Semantics follow
+// select (11 + 11 + 10 bits, one pass over the row per level). The token is then drawn by an
+// exponential race on CUDA (parallel) and by inverse CDF on the CPU (sequential, one uniform per
+// row). Semantics follow
 // fsgen_engine/reference/sample.py (order top-k, top-p, min-p; boundary ties kept; NaN = -inf;
 // a row with no finite entry yields token 0).
 #pragma once
@@ -90,7 +92,7 @@ namespace fsgen {
 namespace sampling {
 
 // CUDA side: one block of kThreads threads per row; the row is re-read from global memory (L2)
-// by every pass. Mirrors filter_row / race / radix_select of the CPU code below.
+// by every pass. Mirrors filter_row / radix_select of the CPU code below.
 constexpr int kThreads = 512;
 
 struct BlockShared {
@@ -259,7 +261,7 @@ __device__ __forceinline__ float weight_dev(const RowFilter& f, float z) {
 #ifndef __CUDACC__
 #include <vector>
 
-#include "fsgen.h"
+#include "cpu_math.h"
 
 namespace fsgen {
 namespace sampling {
@@ -307,69 +309,113 @@ struct RowScratch {
   }
 };
 
+// Sum of w[0..n) in kLanes float accumulators (vectorises), added up in double.
+inline double lane_sum(const float* w, int64_t n) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) lanes[j] += w[i + j];
+  double total = 0.0;
+  for (; i < n; ++i) total += w[i];
+  for (int j = 0; j < kLanes; ++j) total += lanes[j];
+  return total;
+}
+
 // Load a row, apply temperature and the filters. After the call (sampled rows) s.z holds z and
-// s.w holds exp(z - zmax) for kept tokens, 0 otherwise.
+// s.w holds exp(z - zmax) for kept tokens, 0 otherwise; every loop but the radix selects' is a
+// plain float loop the compiler vectorises.
 inline RowFilter filter_row(const void* row, int dtype, int64_t n, float t, int64_t top_k, float top_p, float min_p,
                             RowScratch& s) {
   RowFilter f{};
   f.t = t;
   f.min_p = min_p;
-  float xmax = -INFINITY;
-  int64_t arg = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const float x = clean(load_as_float(row, dtype, j));
-    if (x > xmax) {
-      xmax = x;
-      arg = j;
-    }
-    s.z[j] = x;
+  float* z = s.z.data();
+  float* w = s.w.data();
+  if (dtype == kFloat32) {
+    std::memcpy(z, row, static_cast<size_t>(n) * sizeof(float));
+  } else {
+    to_float(row, dtype, n, z);
   }
+  float lanes[kLanes];
+  for (int j = 0; j < kLanes; ++j) lanes[j] = kNegInf;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      const float x = z[i + j] != z[i + j] ? kNegInf : z[i + j];  // NaN is never sampled
+      z[i + j] = x;
+      lanes[j] = x > lanes[j] ? x : lanes[j];
+    }
+  }
+  float xmax = kNegInf;
+  for (; i < n; ++i) {
+    z[i] = clean(z[i]);
+    xmax = z[i] > xmax ? z[i] : xmax;
+  }
+  for (int j = 0; j < kLanes; ++j) xmax = lanes[j] > xmax ? lanes[j] : xmax;
+  int64_t arg = 0;  // lowest index of the max; token 0 when the row has no finite entry
+  if (xmax > kNegInf)
+    while (z[arg] != xmax) ++arg;
   f.argmax = arg;
-  f.greedy = (t == 0.f) || !(xmax > -INFINITY);
+  f.greedy = (t == 0.f) || !(xmax > kNegInf);
   if (f.greedy) return f;
   f.zmax = xmax / t;
-  for (int64_t j = 0; j < n; ++j) {
-    s.z[j] = s.z[j] / t;
-    s.keys[j] = float_key(s.z[j]);
+  for (int64_t j = 0; j < n; ++j) z[j] = z[j] / t;
+  uint32_t thr = float_key(kNegInf) + 1;  // finite values only
+  const bool use_k = top_k > 0 && top_k < n;
+  if (use_k || top_p < 1.f) {
+    uint32_t* keys = s.keys.data();
+    for (int64_t j = 0; j < n; ++j) keys[j] = float_key(z[j]);
+    if (use_k) thr = radix_select(keys, nullptr, n, thr, static_cast<double>(top_k));
   }
-  uint32_t thr = float_key(-INFINITY) + 1;  // finite values only
-  if (top_k > 0 && top_k < n) thr = radix_select(s.keys.data(), nullptr, n, thr, static_cast<double>(top_k));
-  double total = 0.0;
-  for (int64_t j = 0; j < n; ++j) {
-    const float w = s.keys[j] >= thr ? expf(s.z[j] - f.zmax) : 0.f;
-    s.w[j] = w;
-    total += w;
+  const float zmax = f.zmax;
+  if (use_k) {
+    const uint32_t* keys = s.keys.data();
+    for (int64_t j = 0; j < n; ++j) w[j] = keys[j] >= thr ? exp_nonpos(z[j] - zmax) : 0.f;
+  } else {
+    for (int64_t j = 0; j < n; ++j) w[j] = z[j] > kNegInf ? exp_nonpos(z[j] - zmax) : 0.f;
   }
+  double total = lane_sum(w, n);
   if (top_p < 1.f) {
-    const uint32_t tp = radix_select(s.keys.data(), s.w.data(), n, thr, static_cast<double>(top_p) * total);
+    const uint32_t tp = radix_select(s.keys.data(), w, n, thr, static_cast<double>(top_p) * total);
     if (tp > thr) thr = tp;
   }
   f.thr_key = thr;
-  total = 0.0;
-  for (int64_t j = 0; j < n; ++j) {
-    float w = s.w[j];
-    if (s.keys[j] < thr || (min_p > 0.f && w < min_p)) w = 0.f;
-    s.w[j] = w;
-    total += w;
+  if (top_p < 1.f || min_p > 0.f) {
+    const uint32_t* keys = s.keys.data();
+    const bool by_key = top_p < 1.f;
+    for (int64_t j = 0; j < n; ++j) {
+      const bool drop = (by_key && keys[j] < thr) || (min_p > 0.f && w[j] < min_p);
+      w[j] = drop ? 0.f : w[j];
+    }
+    total = lane_sum(w, n);
   }
   f.total = total;
   return f;
 }
 
-// Exponential race over weights w[0..n) (w_j >= 0, not all zero), noise counter (a, j).
-inline int64_t race(const float* w, int64_t n, uint64_t seed, uint64_t a) {
-  float best = -1.f;
-  int64_t arg = 0;
+// Uniform in (0, 1) with 53 bits: inverse-CDF sampling needs resolution far below the smallest
+// probability it must honour (24 bits would distort tokens rarer than ~6e-8).
+inline double uniform01_53(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b) {
+  uint64_t h = mix64(seed ^ mix64(stream * 0x9e3779b97f4a7c15ull + a));
+  h = mix64(h + b * 0xd1b54a32d192ed03ull);
+  return (static_cast<double>(h >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+// Draw j with probability w[j] / total (w_j >= 0, total = their sum > 0) by inverse CDF: one
+// uniform and one running sum, instead of one exponential variate per token (the race). Noise
+// counter (a, 0) in the race's stream.
+inline int64_t draw(const float* w, int64_t n, double total, uint64_t seed, uint64_t a) {
+  const double target = uniform01_53(seed, kStreamRace, a, 0) * total;
+  double acc = 0.0;
+  int64_t last = 0;
   for (int64_t j = 0; j < n; ++j) {
     if (w[j] > 0.f) {
-      const float r = w[j] / exp1(seed, a, static_cast<uint64_t>(j));
-      if (r > best) {
-        best = r;
-        arg = j;
-      }
+      acc += w[j];
+      last = j;
+      if (acc > target) return j;
     }
   }
-  return arg;
+  return last;  // rounding left the target just above the sum: the last kept token
 }
 
 }  // namespace sampling
