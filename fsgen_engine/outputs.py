@@ -31,7 +31,8 @@ class TraceStep:
     routed: whether System 2 was called for this token (router fired / verification covered it).
     token: the emitted token id.
     small_argmax: System 1's greedy token at this step (-1 when it did not run).
-    large_argmax: System 2's greedy token at this step, -1 when System 2 did not run.
+    large_argmax: the large model's own greedy token at this step (its logits before any fusion), -1 when
+        it did not run.
     source: one of SOURCES.
     small_topk_probs / small_topk_ids: System 1's top-K distribution at this step (probabilities
         sorted descending, rounded to 6 decimals; their token ids); None when not recorded

@@ -85,7 +85,7 @@ class Speculative(Method):
                              generator=samp.generator, _validated=True)
         ts = stack_topk(tks)   # the drafter's top-K per draft position [B, K, k]
         h_d, h_na, h_nx, h_st, h_la, *h_tk = to_host(drafts, na, nxt, torch.stack(stats, dim=1),
-                                                      torch.argmax(target, -1), *ts, *self.topk(zl))
+                                                      torch.argmax(zl, -1), *ts, *self.topk(zl))
         h_ts, h_tl = h_tk[:len(ts)], h_tk[len(ts):]
         valid = []
         for b, r in enumerate(rows):

@@ -79,6 +79,7 @@ def test_topk_equals_hf_distributions(request, hf_models, method, engine_name, k
             if s.large_topk_probs is not None:
                 n_large += 1
                 check_step(sys2, prefix, s.large_topk_probs, s.large_topk_ids)
+                assert s.large_topk_ids[0] == s.large_argmax   # the large model's own argmax, unfused
     if method != "large":
         assert n_small > 0
     if method != "small":
