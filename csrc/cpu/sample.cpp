@@ -20,7 +20,9 @@ void sample_cpu(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride,
   py::gil_scoped_release release;
 #pragma omp parallel
   {
-    sampling::RowScratch s;
+    // thread_local: OpenMP threads persist, so the scratch (MBs at V=150k) is not re-allocated and
+    // re-faulted on every call
+    static thread_local sampling::RowScratch s;
     s.resize(V);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b) {

@@ -28,9 +28,10 @@ void verify_cpu(std::uintptr_t draft, int64_t d_s0, std::uintptr_t logits, int64
   py::gil_scoped_release release;
 #pragma omp parallel
   {
-    RowScratch s;
+    static thread_local RowScratch s;  // kept across calls (see sample.cpp)
+    static thread_local std::vector<float> r;
     s.resize(V);
-    std::vector<float> r(V);
+    if (static_cast<int64_t>(r.size()) < V) r.resize(V);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b) {
       const int64_t n = std::min<int64_t>(std::max<int64_t>(nd[b], 0), K);

@@ -266,32 +266,53 @@ __device__ __forceinline__ float weight_dev(const RowFilter& f, float z) {
 namespace fsgen {
 namespace sampling {
 
+// One radix level: histogram of the keys (>= floor_key, matching prefix under mask) by the level's
+// bits, then the bin where the weight from the top reaches `target`; -1 if it never does.
+inline int radix_level(const uint32_t* keys, const float* w, int64_t n, uint32_t floor_key, uint32_t prefix,
+                       uint32_t mask, int level, double& target) {
+  double hist[kRadixBins];
+  const int bins = 1 << radix_bits(level);
+  const int shift = radix_shift(level);
+  for (int i = 0; i < bins; ++i) hist[i] = 0.0;
+  for (int64_t j = 0; j < n; ++j) {
+    const uint32_t k = keys[j];
+    if (k >= floor_key && (k & mask) == prefix) hist[(k >> shift) & (bins - 1)] += w ? w[j] : 1.0;
+  }
+  double acc = 0.0;
+  for (int b = bins - 1; b >= 0; --b) {
+    if (acc + hist[b] >= target) {
+      target -= acc;
+      return b;
+    }
+    acc += hist[b];
+  }
+  return -1;
+}
+
 // Largest key T with sum(weight over keys >= max(T, floor_key)) >= target; floor_key if the
 // target is never reached (float rounding). keys/w hold the row; w == nullptr means count.
-inline uint32_t radix_select(const uint32_t* keys, const float* w, int64_t n, uint32_t floor_key, double target) {
-  double hist[kRadixBins];
-  uint32_t prefix = 0, mask = 0;
-  for (int level = 0; level < 3; ++level) {
-    const int bins = 1 << radix_bits(level);
-    const int shift = radix_shift(level);
-    for (int i = 0; i < bins; ++i) hist[i] = 0.0;
-    for (int64_t j = 0; j < n; ++j) {
-      const uint32_t k = keys[j];
-      if (k >= floor_key && (k & mask) == prefix) hist[(k >> shift) & (bins - 1)] += w ? w[j] : 1.0;
+// Level 0 reads the whole row; the candidates of its chosen bin (usually a small fraction) are then
+// gathered into ck/cw so levels 1 and 2 read only them.
+inline uint32_t radix_select(const uint32_t* keys, const float* w, int64_t n, uint32_t floor_key, double target,
+                             std::vector<uint32_t>& ck, std::vector<float>& cw) {
+  int b = radix_level(keys, w, n, floor_key, 0, 0, 0, target);
+  if (b < 0) return floor_key;
+  uint32_t prefix = static_cast<uint32_t>(b) << radix_shift(0);
+  uint32_t mask = static_cast<uint32_t>((1 << radix_bits(0)) - 1) << radix_shift(0);
+  ck.clear();
+  cw.clear();
+  for (int64_t j = 0; j < n; ++j) {
+    if (keys[j] >= floor_key && (keys[j] & mask) == prefix) {
+      ck.push_back(keys[j]);
+      if (w) cw.push_back(w[j]);
     }
-    double acc = 0.0;
-    int chosen = -1;
-    for (int b = bins - 1; b >= 0; --b) {
-      if (acc + hist[b] >= target) {
-        chosen = b;
-        break;
-      }
-      acc += hist[b];
-    }
-    if (chosen < 0) return floor_key;
-    target -= acc;
-    prefix |= static_cast<uint32_t>(chosen) << shift;
-    mask |= static_cast<uint32_t>(bins - 1) << shift;
+  }
+  const int64_t m = static_cast<int64_t>(ck.size());
+  for (int level = 1; level < 3; ++level) {
+    b = radix_level(ck.data(), w ? cw.data() : nullptr, m, floor_key, prefix, mask, level, target);
+    if (b < 0) return floor_key;
+    prefix |= static_cast<uint32_t>(b) << radix_shift(level);
+    mask |= static_cast<uint32_t>((1 << radix_bits(level)) - 1) << radix_shift(level);
   }
   return prefix > floor_key ? prefix : floor_key;
 }
@@ -300,11 +321,15 @@ inline uint32_t radix_select(const uint32_t* keys, const float* w, int64_t n, ui
 struct RowScratch {
   std::vector<float> z, w;
   std::vector<uint32_t> keys;
+  std::vector<uint32_t> cand_keys;  // radix-select candidates after level 0
+  std::vector<float> cand_w;
   void resize(int64_t n) {
     if (static_cast<int64_t>(z.size()) < n) {
       z.resize(n);
       w.resize(n);
       keys.resize(n);
+      cand_keys.reserve(n);
+      cand_w.reserve(n);
     }
   }
 };
@@ -359,24 +384,28 @@ inline RowFilter filter_row(const void* row, int dtype, int64_t n, float t, int6
   f.greedy = (t == 0.f) || !(xmax > kNegInf);
   if (f.greedy) return f;
   f.zmax = xmax / t;
-  for (int64_t j = 0; j < n; ++j) z[j] = z[j] / t;
   uint32_t thr = float_key(kNegInf) + 1;  // finite values only
   const bool use_k = top_k > 0 && top_k < n;
+  uint32_t* keys = s.keys.data();
   if (use_k || top_p < 1.f) {
-    uint32_t* keys = s.keys.data();
-    for (int64_t j = 0; j < n; ++j) keys[j] = float_key(z[j]);
-    if (use_k) thr = radix_select(keys, nullptr, n, thr, static_cast<double>(top_k));
+    for (int64_t j = 0; j < n; ++j) {
+      z[j] = z[j] / t;
+      keys[j] = float_key(z[j]);
+    }
+    if (use_k) thr = radix_select(keys, nullptr, n, thr, static_cast<double>(top_k), s.cand_keys, s.cand_w);
+  } else {
+    for (int64_t j = 0; j < n; ++j) z[j] = z[j] / t;
   }
   const float zmax = f.zmax;
   if (use_k) {
-    const uint32_t* keys = s.keys.data();
     for (int64_t j = 0; j < n; ++j) w[j] = keys[j] >= thr ? exp_nonpos(z[j] - zmax) : 0.f;
   } else {
     for (int64_t j = 0; j < n; ++j) w[j] = z[j] > kNegInf ? exp_nonpos(z[j] - zmax) : 0.f;
   }
   double total = lane_sum(w, n);
   if (top_p < 1.f) {
-    const uint32_t tp = radix_select(s.keys.data(), w, n, thr, static_cast<double>(top_p) * total);
+    const uint32_t tp = radix_select(s.keys.data(), w, n, thr, static_cast<double>(top_p) * total, s.cand_keys,
+                                     s.cand_w);
     if (tp > thr) thr = tp;
   }
   f.thr_key = thr;
