@@ -28,7 +28,14 @@ void sample_cpu(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride,
     for (int64_t b = 0; b < B; ++b) {
       const void* row = base + b * row_stride * esize;
       const sampling::RowFilter f = sampling::filter_row(row, dtype, V, t[b], k[b], tp[b], mp[b], s);
-      o[b] = f.greedy ? f.argmax : sampling::draw(s.w.data(), V, f.total, seed, static_cast<uint64_t>(b));
+      if (f.greedy) {
+        o[b] = f.argmax;
+      } else if (s.sparse) {  // top-k: draw among the survivors (same token as over the dense weights)
+        const int64_t m = static_cast<int64_t>(s.surv.size());
+        o[b] = s.surv[sampling::draw(s.surv_w.data(), m, f.total, seed, static_cast<uint64_t>(b))];
+      } else {
+        o[b] = sampling::draw(s.w.data(), V, f.total, seed, static_cast<uint64_t>(b));
+      }
     }
   }
 }

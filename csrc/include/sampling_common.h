@@ -323,6 +323,11 @@ struct RowScratch {
   std::vector<uint32_t> keys;
   std::vector<uint32_t> cand_keys;  // radix-select candidates after level 0
   std::vector<float> cand_w;
+  // After a top-k filter: the survivors' indices and weights (w holds the same weights densely).
+  std::vector<int64_t> surv;
+  std::vector<uint32_t> surv_keys;
+  std::vector<float> surv_w;
+  bool sparse = false;
   void resize(int64_t n) {
     if (static_cast<int64_t>(z.size()) < n) {
       z.resize(n);
@@ -330,6 +335,7 @@ struct RowScratch {
       keys.resize(n);
       cand_keys.reserve(n);
       cand_w.reserve(n);
+      surv.reserve(n);
     }
   }
 };
@@ -346,6 +352,38 @@ inline double lane_sum(const float* w, int64_t n) {
   return total;
 }
 
+// Top-k survivors (keys >= thr, usually about k of n): top-p and min-p then run on them alone.
+// Fills s.surv / s.surv_keys / s.surv_w and f.thr_key / f.total.
+inline void filter_survivors(const float* z, const uint32_t* keys, int64_t n, uint32_t thr, float zmax, float top_p,
+                             float min_p, RowScratch& s, RowFilter& f) {
+  s.surv.clear();
+  for (int64_t j = 0; j < n; ++j)
+    if (keys[j] >= thr) s.surv.push_back(j);
+  const int64_t m = static_cast<int64_t>(s.surv.size());
+  s.surv_keys.resize(m);
+  s.surv_w.resize(m);
+  double total = 0.0;
+  for (int64_t i = 0; i < m; ++i) {
+    s.surv_keys[i] = keys[s.surv[i]];
+    s.surv_w[i] = exp_nonpos(z[s.surv[i]] - zmax);
+    total += s.surv_w[i];
+  }
+  if (top_p < 1.f) {
+    const uint32_t tp = radix_select(s.surv_keys.data(), s.surv_w.data(), m, thr, static_cast<double>(top_p) * total,
+                                     s.cand_keys, s.cand_w);
+    if (tp > thr) thr = tp;
+  }
+  if (top_p < 1.f || min_p > 0.f) {
+    total = 0.0;
+    for (int64_t i = 0; i < m; ++i) {
+      if (s.surv_keys[i] < thr || (min_p > 0.f && s.surv_w[i] < min_p)) s.surv_w[i] = 0.f;
+      total += s.surv_w[i];
+    }
+  }
+  f.thr_key = thr;
+  f.total = total;
+}
+
 // Load a row, apply temperature and the filters. After the call (sampled rows) s.z holds z and
 // s.w holds exp(z - zmax) for kept tokens, 0 otherwise; every loop but the radix selects' is a
 // plain float loop the compiler vectorises.
@@ -356,8 +394,10 @@ inline RowFilter filter_row(const void* row, int dtype, int64_t n, float t, int6
   f.min_p = min_p;
   float* z = s.z.data();
   float* w = s.w.data();
+  // fp32 rows are read in place; 16-bit rows are converted into z first (then cleaned in place)
+  const float* src = z;
   if (dtype == kFloat32) {
-    std::memcpy(z, row, static_cast<size_t>(n) * sizeof(float));
+    src = static_cast<const float*>(row);
   } else {
     to_float(row, dtype, n, z);
   }
@@ -366,14 +406,14 @@ inline RowFilter filter_row(const void* row, int dtype, int64_t n, float t, int6
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) {
-      const float x = z[i + j] != z[i + j] ? kNegInf : z[i + j];  // NaN is never sampled
+      const float x = src[i + j] != src[i + j] ? kNegInf : src[i + j];  // NaN is never sampled
       z[i + j] = x;
       lanes[j] = x > lanes[j] ? x : lanes[j];
     }
   }
   float xmax = kNegInf;
   for (; i < n; ++i) {
-    z[i] = clean(z[i]);
+    z[i] = clean(src[i]);
     xmax = z[i] > xmax ? z[i] : xmax;
   }
   for (int j = 0; j < kLanes; ++j) xmax = lanes[j] > xmax ? lanes[j] : xmax;
@@ -397,20 +437,21 @@ inline RowFilter filter_row(const void* row, int dtype, int64_t n, float t, int6
     for (int64_t j = 0; j < n; ++j) z[j] = z[j] / t;
   }
   const float zmax = f.zmax;
+  s.sparse = use_k;
   if (use_k) {
-    for (int64_t j = 0; j < n; ++j) w[j] = keys[j] >= thr ? exp_nonpos(z[j] - zmax) : 0.f;
-  } else {
-    for (int64_t j = 0; j < n; ++j) w[j] = z[j] > kNegInf ? exp_nonpos(z[j] - zmax) : 0.f;
+    filter_survivors(z, keys, n, thr, zmax, top_p, min_p, s, f);
+    std::memset(w, 0, static_cast<size_t>(n) * sizeof(float));
+    for (size_t i = 0; i < s.surv.size(); ++i) w[s.surv[i]] = s.surv_w[i];
+    return f;
   }
+  for (int64_t j = 0; j < n; ++j) w[j] = z[j] > kNegInf ? exp_nonpos(z[j] - zmax) : 0.f;
   double total = lane_sum(w, n);
   if (top_p < 1.f) {
-    const uint32_t tp = radix_select(s.keys.data(), w, n, thr, static_cast<double>(top_p) * total, s.cand_keys,
-                                     s.cand_w);
+    const uint32_t tp = radix_select(keys, w, n, thr, static_cast<double>(top_p) * total, s.cand_keys, s.cand_w);
     if (tp > thr) thr = tp;
   }
   f.thr_key = thr;
   if (top_p < 1.f || min_p > 0.f) {
-    const uint32_t* keys = s.keys.data();
     const bool by_key = top_p < 1.f;
     for (int64_t j = 0; j < n; ++j) {
       const bool drop = (by_key && keys[j] < thr) || (min_p > 0.f && w[j] < min_p);
