@@ -159,7 +159,9 @@ def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     group_pad = triton.next_power_of_2(group)
     on_gpu = q.is_cuda
     if block_n is None:
-        block_n = 64 if on_gpu else 16
+        # fp32 multi-query tiles of 64 keys overflow Hopper's 255 registers (ptxas spills, see
+        # tests/build/test_triton_compiles_sm90.py); 32 fits. fp32 decode fits with 64 (and spills with 32).
+        block_n = (32 if q.dtype == torch.float32 and max_q_len > 1 else 64) if on_gpu else 16
     target_rows = 64 if on_gpu else 16
     block_m = max(1, min(triton.next_power_of_2(max_q_len), max(1, target_rows // group_pad)))
     rows = max(16, block_m * group_pad)
