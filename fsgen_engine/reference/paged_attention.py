@@ -59,7 +59,7 @@ def paged_attention_padded(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     """Same result as ``paged_attention_reference``, vectorised over the batch (the CPU inference path).
 
     Pads every sequence to ``max_q_len`` queries and ``max_seq_len`` keys and masks, so it is one
-    gather + two batched matmuls; it falls back to the per-sequence loop when padding would waste
+    gather + one batched fused attention (SDPA); it falls back to the per-sequence loop when padding would waste
     more than it saves (one long prefill next to decodes).
     """
     N, H, D = q.shape
@@ -77,20 +77,16 @@ def paged_attention_padded(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         return paged_attention_reference(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale,
                                          causal=causal, window=window)
     P, S, Hkv, _ = k_cache.shape
-    group = H // Hkv
     n_pages = (max_seq_len + S - 1) // S
     pages = page_table[:, :n_pages].long()                                        # [B, n_pages]
-    k = k_cache[pages].reshape(B, n_pages * S, Hkv, D)[:, :max_seq_len].float()  # [B, L, Hkv, D]
-    v = v_cache[pages].reshape(B, n_pages * S, Hkv, D)[:, :max_seq_len].float()
-    # Scatter the ragged queries into [B, Mq, H, D]; row j of sequence b is token cu[b] + j.
+    k = k_cache[pages].reshape(B, n_pages * S, Hkv, D)[:, :max_seq_len].transpose(1, 2).float()  # [B, Hkv, L, D]
+    v = v_cache[pages].reshape(B, n_pages * S, Hkv, D)[:, :max_seq_len].transpose(1, 2).float()
+    # Scatter the ragged queries into [B, H, Mq, D]; row j of sequence b is token cu[b] + j.
     j = torch.arange(max_q_len, device=q.device)
     q_lens_l, cu = q_lens.long(), cu_q_lens[:-1].long()
     valid_q = j[None, :] < q_lens_l[:, None]                                        # [B, Mq]
     rows = (cu[:, None] + j[None, :]).clamp(max=N - 1)
-    qp = q[rows].float() * scale                                                    # [B, Mq, H, D]
-    # GQA without repeating K/V: view heads as [Hkv, group].
-    qp = qp.reshape(B, max_q_len, Hkv, group, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, group * max_q_len, D)
-    s = qp @ k.permute(0, 2, 3, 1)                                                 # [B, Hkv, G*Mq, L]
+    qp = q[rows].transpose(1, 2).float()                                            # [B, H, Mq, D]
     kpos = torch.arange(max_seq_len, device=q.device)
     ok = kpos[None, None, :] < seq_lens.long()[:, None, None]                      # [B, 1, L]
     q_pos = seq_lens.long()[:, None] - q_lens_l[:, None] + j[None, :]              # [B, Mq]
@@ -98,11 +94,9 @@ def paged_attention_padded(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         ok = ok & (kpos[None, None, :] <= q_pos[:, :, None])                       # [B, Mq, L]
     if window > 0:
         ok = ok & (kpos[None, None, :] > q_pos[:, :, None] - window)
-    ok = ok.expand(B, max_q_len, max_seq_len).repeat(1, group, 1)[:, None]         # [B, 1, G*Mq, L]
-    s = s.masked_fill(~ok, float("-inf"))
-    p = torch.softmax(s, dim=-1).nan_to_num_(0.0)                                  # padded rows: all masked
-    o = p @ v.permute(0, 2, 1, 3)                                                  # [B, Hkv, G*Mq, D]
-    o = o.reshape(B, Hkv, group, max_q_len, D).permute(0, 3, 1, 2, 4).reshape(B, max_q_len, H, D)
+    ok = ok.expand(B, max_q_len, max_seq_len)[:, None]                             # [B, 1, Mq, L]
+    # torch's fused attention (GQA without repeating K/V); padded query rows are all masked and dropped
+    o = F.scaled_dot_product_attention(qp, k, v, attn_mask=ok, scale=scale, enable_gqa=True).transpose(1, 2)
     out = torch.empty_like(q)
     out[rows[valid_q]] = o[valid_q].to(q.dtype)
     return out
