@@ -160,7 +160,7 @@ def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     on_gpu = q.is_cuda
     if block_n is None:
         # fp32 multi-query tiles of 64 keys overflow Hopper's 255 registers (ptxas spills, see
-        # tests/build/test_triton_compiles_sm90.py); 32 fits. fp32 decode fits with 64 (and spills with 32).
+        # tests/toolchain/test_triton_compiles_sm90.py); 32 fits. fp32 decode fits with 64 (and spills with 32).
         block_n = (32 if q.dtype == torch.float32 and max_q_len > 1 else 64) if on_gpu else 16
     target_rows = 64 if on_gpu else 16
     block_m = max(1, min(triton.next_power_of_2(max_q_len), max(1, target_rows // group_pad)))

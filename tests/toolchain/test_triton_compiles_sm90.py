@@ -3,7 +3,7 @@ Triton's compiler: a kernel that the interpreter accepts may still fail to compi
 So every kernel of kernels/*.py is compiled here ahead of time for Hopper (sm_90) down to a cubin (Triton's
 bundled ptxas), with the signatures, constexprs and num_warps its ``*_triton`` launcher passes on a GPU.
 
-How (see tests/build/_triton_aot_sm90.py): each case calls a real launcher on fake CUDA tensors and records
+How (see tests/toolchain/_triton_aot_sm90.py): each case calls a real launcher on fake CUDA tensors and records
 its ``kernel[grid](...)`` calls; the records are specialized as a real launch would be and compiled with
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))``. That runs in subprocesses without
 TRITON_INTERPRET (under the interpreter ``@triton.jit`` gives objects the compiler cannot take), in parallel,
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.build import _triton_aot_sm90 as aot
+from tests.toolchain import _triton_aot_sm90 as aot
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPER = Path(aot.__file__).resolve()

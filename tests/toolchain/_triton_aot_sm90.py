@@ -1,11 +1,11 @@
 """Ahead-of-time compilation of every Triton kernel of ``fsgen_engine.kernels`` for Hopper (sm_90), no GPU needed.
 
-Used by ``tests/build/test_triton_compiles_sm90.py``, which runs this file as a script in subprocesses
+Used by ``tests/toolchain/test_triton_compiles_sm90.py``, which runs this file as a script in subprocesses
 without ``TRITON_INTERPRET`` (under the interpreter ``@triton.jit`` makes ``InterpretedFunction``s, which the
 compiler cannot take):
 
-    python tests/build/_triton_aot_sm90.py --out results.json [CASE ...]   # all cases when none is given
-    python tests/build/_triton_aot_sm90.py --list
+    python tests/toolchain/_triton_aot_sm90.py --out results.json [CASE ...]   # all cases when none is given
+    python tests/toolchain/_triton_aot_sm90.py --list
 
 Each case calls a real ``*_triton`` launch function with fake CUDA tensors (``FakeTensorMode``: shapes, dtypes
 and strides, no memory, no device), so its GPU branches (``q.is_cuda``) pick block sizes, flags and
