@@ -12,11 +12,13 @@ steps only), ``if_match_now`` (per fired step, 1 = mismatch), ``total_tokens_num
 the three counts, as the research code does.
 
 How it runs: the HF models are converted once (``fsgen_engine.models.from_hf_model``, sharing weights
-where possible) into an ``Engine``, which produces the tokens, the counts and the per-token trace. The
-top-100 distributions are not part of the engine's trace, so they are recomputed here with one
-teacher-forced forward of the HF models over prompt + continuation (position ``T-1+i`` gives step
-``i``'s logits, exactly what the incremental loop saw up to float rounding). Proxy tuning's mismatch
-reference, the small *base* model's argmax, comes from that pass too (FS-GEN's definition).
+where possible) into an ``Engine``, which produces the tokens, the counts and the per-token trace.
+For oracle and contrastive decoding the engine also records the top-100 distributions in its trace
+(``trace_topk=100``). Otherwise (proxy tuning, models whose vocabularies differ, the ``hf`` backend)
+they are recomputed with one teacher-forced forward of the HF models over prompt + continuation
+(position ``T-1+i`` gives step ``i``'s logits, exactly what the incremental loop saw up to float
+rounding). Proxy tuning's mismatch reference, the small *base* model's argmax, comes from that pass
+too (FS-GEN's definition).
 
 Differences from the research code, on purpose: ``temperature`` is honoured (0 = greedy); the
 research code ignored it and was always greedy, so pass ``research_greedy=True`` to reproduce runs
@@ -108,7 +110,8 @@ class FSGenOpenSource:
     backend: ``"engine"`` (default) or ``"hf"`` (plain HF full-recompute loop, for checking).
     device, dtype: where/how the engine holds the converted models (default: the large model's).
     engine: an ``Engine`` to use instead of converting the models.
-    record_distributions: compute ``slm_logits_prob`` / ``llm_logits_prob`` (one extra forward per model).
+    record_distributions: fill ``slm_logits_prob`` / ``llm_logits_prob`` (engine backend, oracle and
+        contrastive: from the engine's top-100 trace; otherwise one extra forward per model).
     research_greedy: ignore ``temperature`` and decode greedily, as the research code did.
     engine_kwargs: passed to ``Engine`` (kv_memory, max_batch, page_size).
     """
@@ -158,9 +161,19 @@ class FSGenOpenSource:
                                router=router, max_new_tokens=max_tokens, stop_ids=stops, temperature=temperature,
                                seed=seed, learned=learned, **spec.kwargs)
         kw = dict(spec.kwargs)
+        if self._distributions_from_trace(spec):
+            kw["trace_topk"] = TOPK
         outs = self.engine.generate([prompt], method=spec.method, router=router, max_new_tokens=max_tokens,
                                     stop=None, temperature=temperature, seed=seed, ignore_eos=True, **kw)
         return outs[0]
+
+    def _distributions_from_trace(self, spec) -> bool:
+        """Whether the engine's trace gives the research distributions directly (no recompute): the
+        engine backend, oracle/contrastive (proxy's mismatch flags need the base model's argmax, which
+        the trace does not keep), and models with one vocabulary (the trace covers the shared ids only)."""
+        if self.backend != "engine" or not self.record_distributions or spec.method not in ("oracle", "contrastive"):
+            return False
+        return self._vocab(self.large_model) == self._vocab(self.small_model)
 
     # -- the research API -----------------------------------------------------------------------
     def generate_text(self, input_ids, max_tokens: int = 50, collabrate_method=None, router_method=None,
@@ -200,7 +213,12 @@ class FSGenOpenSource:
 
         slm_probs, llm_probs = [], []
         need_base = spec.method == "proxy" and any(routed)
-        if self.record_distributions or need_base:
+        if self._distributions_from_trace(spec) and out.trace.has_topk:
+            slm_probs = [[[p], i] for p, i in zip(cols["small_topk_probs"][:n], cols["small_topk_ids"][:n])]
+            if any(routed):  # the large model's columns exist once it ran
+                llm_probs = [[[p], i] for r, p, i in zip(routed, cols["large_topk_probs"][:n],
+                                                         cols["large_topk_ids"][:n]) if r]
+        elif self.record_distributions or need_base:
             fired = [i for i, r in enumerate(routed) if r]
             if self.record_distributions:
                 sys1 = self.small_ft_model if spec.method == "proxy" else self.small_model
