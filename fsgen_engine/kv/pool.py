@@ -14,7 +14,7 @@ from typing import Hashable, Sequence
 import torch
 
 from fsgen_engine.config import env_kv_memory, env_page_size, parse_memory
-from fsgen_engine.kv.allocator import KVPoolExhausted, PageAllocator
+from fsgen_engine.kv.allocator import PageAllocator
 from fsgen_engine.kv.cache import ModelKVCache
 
 ModelId = Hashable

@@ -4,7 +4,6 @@ import torch
 
 from conftest import PROMPTS
 from reference import bild_loop, routed_loop
-from toy import hf_greedy
 
 N = 10
 

