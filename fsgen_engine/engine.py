@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
 
 import torch
 
@@ -22,6 +21,7 @@ from fsgen_engine.outputs import GenerationOutput
 from fsgen_engine.runtime.executor import Sampler, StepRunner
 from fsgen_engine.runtime.generate_args import method_config, tokenize_prompts
 from fsgen_engine.runtime.rows import Row, StopRules
+from fsgen_engine.runtime.scheduler import Scheduler
 from fsgen_engine.runtime.model_info import (check_tokenizers, eos_ids_of, kv_spec_of, max_positions_of,
                                              resolve_device, resolve_dtype, vocab_size_of)
 
@@ -82,6 +82,7 @@ class Engine:
         self.kv = KVPool.create(specs, page_size=page_size, num_pages=int(num_pages))
         self.graphs = self._build_graphs(cuda_graphs)
         self.runner = StepRunner(self.models, self.kv, self.vocab_size, self.device, graphs=self.graphs)
+        self.scheduler = Scheduler(self.kv, self.models, self.max_batch, self._new_seq_id)
         self._next_seq = 0
 
     def _build_graphs(self, cuda_graphs: bool | None) -> dict:
@@ -159,7 +160,7 @@ class Engine:
                  num_draft_tokens: int = 5, adaptive_draft: bool = False, target=None, alpha=None, beta=None,
                  preset=None, mismatch_reference=None, ignore_eos: bool = False, chat: bool = False,
                  progress: bool = True, bild_rollback: float = 5.0, bild_max_small: int = 10,
-                 trace_topk: int = 0) -> list[GenerationOutput]:
+                 trace_topk: int = 0, n: int = 1) -> list[GenerationOutput]:
         """Generate a continuation for each prompt with a collaboration method.
 
         prompts: list of strings (chat template applied when ``chat=True`` and the tokenizer has one) or
@@ -185,8 +186,12 @@ class Engine:
             the trace (``TraceStep.small_topk_*`` / ``large_topk_*``; research records and top-K routers use
             100) at the cost of a softmax + top-K per model per step, copied with the step's one sync.
 
-        Returns one :class:`GenerationOutput` per prompt, in order. Every argument is validated before
-        any state changes; pages are returned to the pool when the call ends, also on error.
+        n: samples per prompt, 1..max_batch (with sampling they differ; greedy gives n equal copies). A
+            prompt's KV is computed once and shared by its samples (copy on write).
+
+        Returns ``n`` :class:`GenerationOutput` per prompt, prompt-major (all samples of prompt 0, then
+        prompt 1, ...; ``meta["sample"]`` numbers them when ``n > 1``). Every argument is validated
+        before any state changes; pages are returned to the pool when the call ends, also on error.
         """
         cfg, prompt_ids, rules, sampler_args, seed = self._validate(
             prompts, method=method, router=router, max_new_tokens=max_new_tokens, stop=stop,
@@ -203,28 +208,34 @@ class Engine:
                 generator.manual_seed(int(seed))
         sampler = Sampler(self.device, generator=generator, **sampler_args)
         algo = make_method(cfg, self.runner, sampler, rules)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.max_batch:
+            raise ValueError(f"n={n!r} must be an integer in [1, max_batch={self.max_batch}] (samples per prompt, "
+                             f"decoded together); raise max_batch for more")
         S = self.kv.page_size
-        rows, needs = [], []
+        groups, needs = [], []
         for i, p in enumerate(prompt_ids):
             room = self.max_positions - len(p) - algo.lookahead
             if room < 1:
                 raise ValueError(f"prompt #{i} has {len(p)} tokens; with the method's lookahead of "
                                  f"{algo.lookahead} it leaves no room in the context of {self.max_positions} "
                                  f"tokens (max_position_embeddings); shorten it")
-            r = Row(index=i, seq_id=-1, prompt=list(p), max_new=min(int(max_new_tokens), room))
-            need = len(algo.model_ids) * -(-(len(p) + r.max_new + algo.lookahead + 1) // S)
+            group = [Row(index=i, seq_id=-1, prompt=list(p), max_new=min(int(max_new_tokens), room))
+                     for _ in range(n)]
+            need = n * len(algo.model_ids) * -(-(len(p) + group[0].max_new + algo.lookahead + 1) // S)
             if need > self.kv.num_pages:
-                raise ValueError(f"prompt #{i} needs up to {need} KV pages ({len(p)} prompt + {r.max_new} new tokens "
-                                 f"over {len(algo.model_ids)} models) but the pool has {self.kv.num_pages}; raise "
-                                 f"kv_memory / FSGEN_KV_MEMORY or lower max_new_tokens")
-            rows.append(r)
+                raise ValueError(f"prompt #{i} needs up to {need} KV pages ({len(p)} prompt + {group[0].max_new} new "
+                                 f"tokens over {len(algo.model_ids)} models x {n} samples) but the pool has "
+                                 f"{self.kv.num_pages}; raise kv_memory / FSGEN_KV_MEMORY or lower max_new_tokens")
+            groups.append(group)
             needs.append(need)
         t0 = time.perf_counter()
-        self._run(algo, rows, needs, progress, cfg.method)
+        self.scheduler.run(algo, groups, needs, progress=progress, desc=f"fsgen {cfg.method}")
         wall = time.perf_counter() - t0
         outs = []
         router_name = cfg.router.name if cfg.method not in ("large", "small", "speculative") else ""
-        for r, p in zip(rows, prompts if not isinstance(prompts, str) else [prompts]):
+        plist = [prompts] if isinstance(prompts, str) else list(prompts)
+        for r, sample in ((r, s) for g in groups for s, r in enumerate(g)):
+            p = plist[r.index]
             st = r.stats
             st.total_tokens = r.num_generated
             st.wall_time_s = wall
@@ -236,50 +247,9 @@ class Engine:
                 meta={k: v for k, v in (("target", cfg.target), ("num_draft_tokens", cfg.num_draft_tokens
                                                                    if cfg.method == "speculative" else None),
                                         ("fuse", cfg.fuse), ("alpha", cfg.alpha), ("beta", cfg.beta),
-                                        ("trace_topk", cfg.trace_topk or None))
+                                        ("trace_topk", cfg.trace_topk or None), ("sample", sample if n > 1 else None))
                       if v is not None}))
         return outs
-
-    def _run(self, algo, rows, needs, progress, method) -> None:
-        pool = self.kv
-        queue = deque(zip(rows, needs))
-        active: list = []
-        reserved = 0
-        admitted: list = []
-        bar = None
-        if progress:
-            try:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=len(rows), desc=f"fsgen {method}", unit="seq", leave=False)
-            except ImportError:  # pragma: no cover
-                bar = None
-        try:
-            while queue or active:
-                while queue and len(active) < self.max_batch and reserved + queue[0][1] <= pool.num_pages:
-                    r, need = queue.popleft()
-                    r.seq_id = self._new_seq_id()
-                    r.reserved_pages = need
-                    reserved += need
-                    algo.start_row(r)
-                    active.append(r)
-                    admitted.append(r)
-                algo.step(active)
-                still = []
-                for r in active:
-                    if r.finish_reason is None:
-                        still.append(r)
-                        continue
-                    pool.free_sequence(r.seq_id)
-                    reserved -= r.reserved_pages
-                    if bar is not None:
-                        bar.update(1)
-                active = still
-        finally:
-            for r in admitted:
-                pool.free_sequence(r.seq_id)
-            if bar is not None:
-                bar.close()
 
     # ------------------------------------------------------------------ validation
     def _validate(self, prompts, *, chat, stop, ignore_eos, **options):

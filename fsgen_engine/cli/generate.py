@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, default=0, help="random seed for sampling")
     s.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop string (repeatable)")
     s.add_argument("--ignore-eos", action="store_true", help="keep generating past the end-of-sequence token")
+    s.add_argument("-n", "--num-samples", type=int, default=1, metavar="N",
+                   help="samples per prompt (they share the prompt's KV; with --temperature 0 they are equal)")
     o = parser.add_argument_group("output")
     o.add_argument("--out", default=None, metavar="TRACES.jsonl",
                    help="write one trace per prompt (input of fsgen analyze / train-router)")
@@ -92,6 +94,8 @@ def gen_kwargs(args) -> dict:
         kw["ignore_eos"] = True
     if getattr(args, "trace_topk", 0):
         kw["trace_topk"] = args.trace_topk
+    if getattr(args, "num_samples", 1) != 1:
+        kw["n"] = args.num_samples
     return kw
 
 
@@ -147,17 +151,17 @@ def run(args) -> int:
         print(f"fsgen generate: error: {exc}", file=sys.stderr)
         return 1
     if not args.quiet:
-        for i, (p, o) in enumerate(zip(prompts, outputs)):
-            console.rule(f"[{i}] {o.finish_reason}")
-            console.print(p, style="dim", markup=False, highlight=False)
+        n = max(args.num_samples, 1)
+        for j, o in enumerate(outputs):   # prompt-major: sample j % n of prompt j // n
+            label = f"{j // n}" + (f".{j % n}" if n > 1 else "")
+            console.rule(f"[{label}] {o.finish_reason}")
+            console.print(o.prompt, style="dim", markup=False, highlight=False)
             console.print(o.text, markup=False, highlight=False)
     console.print(stats_table(outputs, wall))
     if args.out:
         from fsgen_engine.outputs import write_traces
 
-        for p, o in zip(prompts, outputs):
-            if o.prompt is None:
-                o.prompt = p
+        for o in outputs:
             o.meta = {"large": args.large, "small": args.small, **(o.meta or {})}
         write_traces(args.out, outputs)
         print(f"wrote {len(outputs)} traces to {args.out}", file=sys.stderr)

@@ -67,6 +67,23 @@ def test_generate_writes_traces(saved, tmp_path, capsys, method, extra):
         assert o.text in printed
 
 
+@pytest.mark.skipif(not HAS_ENGINE, reason="engine not built yet")
+def test_generate_num_samples(saved, tmp_path, capsys):
+    from fsgen_engine.outputs import read_traces
+
+    large, small, _ = saved
+    out = tmp_path / "traces.jsonl"
+    argv = ["generate", "--large", large, "--small", small, "--method", "large", "--prompt", "w5 w6 w7",
+            "--prompt", "w9 w10", "--max-new-tokens", "4", "--device", "cpu", "--ignore-eos", "--temperature", "1.5",
+            "--seed", "1", "-n", "3", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "[1.2]" in printed and "[0.0]" in printed
+    traces = read_traces(out)
+    assert [t.meta["sample"] for t in traces] == [0, 1, 2, 0, 1, 2]
+    assert [t.prompt for t in traces] == ["w5 w6 w7"] * 3 + ["w9 w10"] * 3
+
+
 def test_generate_bad_prompts_file(tmp_path, capsys):
     f = tmp_path / "p.jsonl"
     f.write_text('{"question": "no prompt key"}\n')
