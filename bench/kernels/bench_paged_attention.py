@@ -1,4 +1,5 @@
-"""paged_attention: triton kernel vs the reference (dense gather + batched attention) and vs torch's
+"""paged_attention: the kernels (triton on GPU, C++ on CPU) vs the reference (page gather + fused
+attention) and vs torch's
 dense SDPA over the same K/V laid out contiguously (``sdpa_dense``: what attention costs without
 pages), decode (q_len 1) and verification (q_len K+1 = 5), batch 1..64, context 512..8192 (reduced
 set on CPU); plus decode with a sliding window (only the window's keys are read).
@@ -16,7 +17,11 @@ if DEVICE == "cuda":
     BATCHES, CONTEXTS, BACKENDS, DTYPE = [1, 8, 64], [512, 2048, 8192], ["triton", "reference", "sdpa_dense"], \
         torch.float16
 else:
-    BATCHES, CONTEXTS, BACKENDS, DTYPE = [1, 8], [512, 2048], ["reference", "sdpa_dense"], torch.float32
+    from fsgen_engine.ops._dispatch import available_backends
+
+    native = [b for b in available_backends(torch.device("cpu"), native="paged_attention", triton_kernel=False)
+              if b == "cpu"]
+    BATCHES, CONTEXTS, BACKENDS, DTYPE = [1, 8], [512, 2048], native + ["reference", "sdpa_dense"], torch.float32
 if os.environ.get("FSGEN_BENCH_SKIP_TRITON") == "1":
     BACKENDS = [b for b in BACKENDS if b != "triton"]
 

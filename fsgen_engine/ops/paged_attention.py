@@ -1,8 +1,9 @@
 """ops.paged_attention: attention of a ragged batch of new queries over paged K/V.
 
 One op for decode (1 query per sequence), verification (K+1) and catch-up extend / prefill (any
-number), mixed in one batch. Backends: ``triton`` (kernels/paged_attention.py, CUDA), ``reference``
-(plain torch, vectorised over the batch; the CPU path), and ``flash`` (flash-attn's paged kernels,
+number), mixed in one batch. Backends: ``triton`` (kernels/paged_attention.py, CUDA), ``cpu``
+(csrc/cpu/paged_attention.cpp: pages read in place, the CPU default), ``reference`` (plain torch:
+gather, then fused attention), and ``flash`` (flash-attn's paged kernels,
 only when ``import flash_attn`` works; never chosen by ``auto``). ``window`` gives Mistral / Qwen2
 sliding-window attention with HF transformers' convention (see the reference module).
 """
@@ -83,7 +84,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
             ``sliding_window``). The Triton kernel skips key tiles wholly outside the window.
         max_q_len, max_seq_len: host ints bounding the per-sequence query count and KV length (size the
             grid without a device sync); computed with ``.item()`` when None.
-        backend: ``auto`` | ``triton`` | ``reference`` | ``flash``.
+        backend: ``auto`` | ``triton`` | ``cpu`` | ``reference`` | ``flash``.
     Returns: ``[N, H, D]`` in ``q.dtype`` (softmax math in float32).
     """
     _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, window)
@@ -95,7 +96,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
             raise ValueError(f"{OP}: backend='flash' needs CUDA tensors; move the inputs with .cuda()")
         return _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, window, max_q_len,
                       max_seq_len)
-    which = choose_backend(OP, q.device, backend, native=None)
+    which = choose_backend(OP, q.device, backend, native=OP)
     if which == "triton" and q.shape[-1] not in HEAD_DIMS:
         if backend == "triton":
             raise ValueError(f"{OP}: head_dim={q.shape[-1]} is not supported by the Triton kernel (supported: "
@@ -107,12 +108,30 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         max_seq_len = int(seq_lens.max().item()) if seq_lens.numel() else 0
     if window >= max_seq_len:  # no query is far enough from any key for the window to hide it
         window = 0
+    if which == "cpu":
+        return _cpu(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, window)
     if which == "triton":
         from fsgen_engine.kernels.paged_attention import paged_attention_triton
         return paged_attention_triton(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale,
                                       causal=causal, window=window, max_q_len=max_q_len, max_seq_len=max_seq_len)
     return paged_attention_padded(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale, causal=causal,
                                   window=window, max_q_len=max_q_len, max_seq_len=max_seq_len)
+
+
+def _cpu(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, window):
+    from fsgen_engine.ops._native import dtype_code, native
+
+    out = torch.empty_like(q)
+    B = seq_lens.shape[0]
+    if q.shape[0] == 0 or B == 0:
+        return out
+    seq_lens, cu_q_lens = seq_lens.contiguous(), cu_q_lens.contiguous()
+    native().paged_attention_cpu(
+        q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), page_table.data_ptr(), seq_lens.data_ptr(),
+        cu_q_lens.data_ptr(), out.data_ptr(), B, q.shape[1], k_cache.shape[2], q.shape[2], k_cache.shape[1],
+        page_table.stride(0) if page_table.numel() else 0, q.stride(0), q.stride(1), *k_cache.stride()[:3],
+        *v_cache.stride()[:3], out.stride(0), out.stride(1), dtype_code(q), scale, bool(causal), window)
+    return out
 
 
 def _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, window, max_q_len, max_seq_len):

@@ -99,8 +99,39 @@ def test_triton_matches_reference(case, device):
     torch.testing.assert_close(got.float(), want.float(), atol=TOL[dtype], rtol=TOL[dtype])
 
 
-@pytest.mark.parametrize("backend", ["auto", "triton", "reference"])
+CPU_CASES = [
+    # (q_lens, kv_lens, page_size, H, Hkv, D, dtype, causal, window)
+    ([1, 3, 9], [5, 12, 9], 4, 4, 2, 64, torch.float32, True, 0),      # decode + K+1 + full prefill
+    ([1, 1, 2], [33, 2, 19], 16, 7, 1, 80, torch.float16, True, 0),    # MQA, group 7, page 16
+    ([2, 5], [6, 70], 1, 6, 3, 37, torch.bfloat16, True, 0),            # page 1, odd head dim
+    ([1, 4], [40, 17], 4, 2, 2, 128, torch.float32, False, 0),          # non-causal
+    ([1, 6, 1], [50, 20, 3], 4, 8, 2, 64, torch.float32, True, 5),      # sliding window
+    ([3, 1], [45, 9], 16, 4, 4, 96, torch.bfloat16, False, 3),          # window, non-causal
+    ([1], [1], 4, 2, 1, 8, torch.float32, True, 1),                     # one key, window 1
+]
+
+
+@pytest.mark.skipif("cpu" not in available_backends(torch.device("cpu"), native="paged_attention",
+                                                    triton_kernel=False), reason="C++ extension not built")
+@pytest.mark.parametrize("case", CPU_CASES, ids=lambda c: f"D{c[5]}-{str(c[6])[6:]}-S{c[2]}-w{c[8]}")
+def test_cpu_kernel_matches_reference(case):
+    q_lens, kv_lens, S, H, Hkv, D, dtype, causal, window = case
+    args, _, _ = make_case(q_lens, kv_lens, page_size=S, H=H, Hkv=Hkv, D=D, dtype=dtype)
+    # q as a strided view (rows of a wider tensor): the kernel takes any row/head stride
+    wide = torch.randn(args["q"].shape[0], 2 * H, D, dtype=dtype)
+    wide[:, :H] = args["q"]
+    args["q"] = wide[:, :H]
+    want = paged_attention_reference(**args, scale=D ** -0.5, causal=causal, window=window)
+    got = paged_attention(**args, scale=D ** -0.5, causal=causal, window=window, backend="cpu")
+    assert got.dtype == dtype and got.shape == args["q"].shape
+    torch.testing.assert_close(got.float(), want.float(), atol=TOL[dtype], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("backend", ["auto", "triton", "cpu", "reference"])
 def test_op_backends(backend, device):
+    if backend == "cpu" and (device != "cpu" or "cpu" not in available_backends(
+            torch.device("cpu"), native="paged_attention", triton_kernel=False)):
+        pytest.skip("the C++ backend runs CPU tensors of a built extension")
     args, ks, vs = make_case([1, 3], [10, 6], page_size=4, H=4, Hkv=4, D=64, device=device)
     want = dense_f64(args["q"].cpu(), ks, vs, args["cu_q_lens"].cpu(), 0.125, True)
     got = paged_attention(**args, scale=0.125, backend=backend)
