@@ -33,18 +33,6 @@ inline void store_row(void* base, int dtype, int64_t offset, int64_t D, const fl
   for (int64_t d = 0; d < D; ++d) dst[d] = dtype == kBFloat16 ? float_to_bf16(src[d]) : float_to_fp16(src[d]);
 }
 
-// Dot product in 8 independent partial sums, so the loop vectorises without reassociation flags.
-inline float dot(const float* a, const float* b, int64_t D) {
-  float part[8] = {};
-  int64_t d = 0;
-  for (; d + 8 <= D; d += 8)
-    for (int u = 0; u < 8; ++u) part[u] += a[d + u] * b[d + u];
-  float s = 0.f;
-  for (; d < D; ++d) s += a[d] * b[d];
-  for (int u = 0; u < 8; ++u) s += part[u];
-  return s;
-}
-
 struct Geometry {
   int64_t H, Hkv, D, page_size, pt_stride;
   int64_t q_s0, q_s1, k_s0, k_s1, k_s2, v_s0, v_s1, v_s2, o_s0, o_s1;
@@ -55,11 +43,12 @@ struct Geometry {
 };
 
 struct Scratch {
-  std::vector<float> q, k, v, s, acc, m, l;
+  std::vector<float> q, k, kt, v, s, acc, m, l;
   std::vector<int64_t> lo, hi;
   void resize(int64_t R, int64_t D) {
     q.resize(R * D);
     k.resize(kBlock * D);
+    kt.resize(D * kBlock);
     v.resize(D);
     s.resize(R * kBlock);
     acc.resize(R * D);
@@ -97,12 +86,22 @@ void attend_rows(const char* qb, const char* kb, const char* vb, char* ob, const
       const int64_t page = pt_row[n / g.page_size], off = n % g.page_size;
       load_row(kb, g.dtype, page * g.k_s0 + off * g.k_s1 + kvh * g.k_s2, D, sc.k.data() + t * D);
     }
+    // K^T of the block, so each row's scores are one loop over the keys (vectorised, no reductions)
+    for (int t = 0; t < nb; ++t)
+      for (int64_t d = 0; d < D; ++d) sc.kt[d * kBlock + t] = sc.k[t * D + d];
     for (int64_t r = 0; r < R; ++r) {
       float* s = sc.s.data() + r * kBlock;
+      const float* qr = sc.q.data() + r * D;
+      for (int t = 0; t < kBlock; ++t) s[t] = 0.f;
+      for (int64_t d = 0; d < D; ++d) {
+        const float qd = qr[d];
+        const float* ktd = sc.kt.data() + d * kBlock;
+        for (int t = 0; t < kBlock; ++t) s[t] += qd * ktd[t];
+      }
       float bm = kNegInf;
       for (int t = 0; t < nb; ++t) {
         const int64_t n = n0 + t;
-        s[t] = (n >= sc.lo[r] && n < sc.hi[r]) ? dot(sc.q.data() + r * D, sc.k.data() + t * D, D) : kNegInf;
+        s[t] = (n >= sc.lo[r] && n < sc.hi[r]) ? s[t] : kNegInf;
         bm = s[t] > bm ? s[t] : bm;
       }
       if (bm == kNegInf) {  // nothing visible to this row in the block
