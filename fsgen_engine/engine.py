@@ -19,7 +19,7 @@ import torch
 from fsgen_engine.methods import make_method
 from fsgen_engine.outputs import GenerationOutput
 from fsgen_engine.runtime.executor import Sampler, StepRunner
-from fsgen_engine.runtime.generate_args import method_config, tokenize_prompts
+from fsgen_engine.runtime.generate_args import check_num_samples, method_config, tokenize_prompts
 from fsgen_engine.runtime.rows import Row, StopRules
 from fsgen_engine.runtime.scheduler import Scheduler
 from fsgen_engine.runtime.model_info import (check_tokenizers, eos_ids_of, kv_spec_of, max_positions_of,
@@ -199,6 +199,7 @@ class Engine:
             num_draft_tokens=num_draft_tokens, adaptive_draft=adaptive_draft, target=target, alpha=alpha,
             beta=beta, preset=preset, mismatch_reference=mismatch_reference, ignore_eos=ignore_eos, chat=chat,
             bild_rollback=bild_rollback, bild_max_small=bild_max_small, trace_topk=trace_topk)
+        check_num_samples(n, self.max_batch)
         generator = None
         if sampler_args["temperature"] > 0:
             generator = torch.Generator(device=self.device)
@@ -208,9 +209,6 @@ class Engine:
                 generator.manual_seed(int(seed))
         sampler = Sampler(self.device, generator=generator, **sampler_args)
         algo = make_method(cfg, self.runner, sampler, rules)
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.max_batch:
-            raise ValueError(f"n={n!r} must be an integer in [1, max_batch={self.max_batch}] (samples per prompt, "
-                             f"decoded together); raise max_batch for more")
         S = self.kv.page_size
         groups, needs = [], []
         for i, p in enumerate(prompt_ids):

@@ -140,6 +140,13 @@ def tokenize_prompts(prompts, tokenizer, vocab_size: int, max_positions: int, ch
 MAX_TRACE_TOPK = 1000
 
 
+def check_num_samples(n, max_batch: int) -> None:
+    """``n`` (samples per prompt) must be an int in [1, max_batch]: a prompt's samples are decoded together."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= max_batch:
+        raise ValueError(f"n={n!r} must be an integer in [1, max_batch={max_batch}] (samples per prompt, decoded "
+                         f"together); raise max_batch for more")
+
+
 def check_trace_topk(trace_topk) -> None:
     """``trace_topk`` must be an int in [0, MAX_TRACE_TOPK]: the bound keeps a trace (K probabilities and
     K ids per token and model) from silently growing to vocabulary size."""
