@@ -5,19 +5,15 @@ import pytest
 import torch
 from scipy import stats
 
-from fsgen_engine.ops._dispatch import available_backends
 from fsgen_engine.ops.sample import SamplingTensors, sample
 from fsgen_engine.reference.sample import filtered_probs
+from tests.ops._backends import device_backends, generator
 
 # The Triton interpreter evaluates masked lanes too (-inf - -inf): harmless numpy warnings.
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 P_THRESHOLD = 1e-4  # per statistical assertion: the false-failure rate
-BACKENDS = available_backends(torch.device("cpu"), native="sample", triton_kernel=True)
-FAST = [b for b in BACKENDS if b != "triton"]  # backends cheap enough for large V
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+BACKENDS = device_backends("sample")
+FAST = device_backends("sample", exclude_interpreted=True)  # backends cheap enough for large V
 
 
 def allowed(logits, t, k, p, m):
@@ -27,19 +23,19 @@ def allowed(logits, t, k, p, m):
                           as_t(m, torch.float32)) > 0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("device, backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_greedy_is_argmax_lowest_index(backend, dtype):
+def test_greedy_is_argmax_lowest_index(device, backend, dtype):
     for b, v in [(1, 7), (3, 1000)]:
         logits = torch.randint(-3, 3, (b, v)).to(dtype)  # many ties
         logits[0, 2] = float("-inf")
-        out = sample(logits, temperature=0.0, backend=backend)
-        assert out.dtype == torch.int64
-        assert torch.equal(out, logits.float().argmax(dim=-1))
+        out = sample(logits.to(device), temperature=0.0, backend=backend)
+        assert out.dtype == torch.int64 and out.device == logits.to(device).device
+        assert torch.equal(out.cpu(), logits.float().argmax(dim=-1))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_filters_mixed_rows_stay_in_allowed_set(backend):
+@pytest.mark.parametrize("device, backend", BACKENDS)
+def test_filters_mixed_rows_stay_in_allowed_set(device, backend):
     b, v = (32, 1000) if backend == "triton" else (64, 1000)
     logits = torch.randn(b, v) * 3
     logits[::5, :100] = float("-inf")
@@ -49,66 +45,70 @@ def test_filters_mixed_rows_stay_in_allowed_set(backend):
     p = torch.tensor([1.0, 0.5, 0.9])[torch.randint(0, 3, (b,), generator=g)]
     m = torch.tensor([0.0, 0.1])[torch.randint(0, 2, (b,), generator=g)]
     ok = allowed(logits, t, k, p, m)
+    d = lambda x: x.to(device)  # noqa: E731
     for seed in range(2):
-        out = sample(logits, temperature=t, top_k=k, top_p=p, min_p=m, generator=gen(seed), backend=backend)
+        out = sample(d(logits), temperature=d(t), top_k=d(k), top_p=d(p), min_p=d(m),
+                     generator=generator(device, seed), backend=backend).cpu()
         assert ok[torch.arange(b), out].all()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("device, backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision_filters(backend, dtype):
+def test_low_precision_filters(device, backend, dtype):
     logits = (torch.randn(3, 1000) * 3).to(dtype)
     ok = allowed(logits, 0.8, 20, 0.8, 0.05)
-    out = sample(logits, temperature=0.8, top_k=20, top_p=0.8, min_p=0.05, generator=gen(), backend=backend)
+    out = sample(logits.to(device), temperature=0.8, top_k=20, top_p=0.8, min_p=0.05,
+                 generator=generator(device), backend=backend).cpu()
     assert ok[torch.arange(3), out].all()
 
 
-@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("device, backend", FAST)
 @pytest.mark.parametrize("v", [7, 32000, 151936])
-def test_large_and_odd_vocab(backend, v):
-    if v == 151936 and backend != "cpu":
-        pytest.skip("largest vocabulary only on the C++ backend (time budget)")
+def test_large_and_odd_vocab(device, backend, v):
+    if v == 151936 and backend == "reference":
+        pytest.skip("largest vocabulary only on the kernels (the float64 reference is slow there)")
     logits = torch.randn(3, v) * 2
     ok = allowed(logits, 1.0, 40, 0.9, 0.0)
-    out = sample(logits, top_k=40, top_p=0.9, generator=gen(), backend=backend)
+    out = sample(logits.to(device), top_k=40, top_p=0.9, generator=generator(device), backend=backend).cpu()
     assert ok[torch.arange(3), out].all()
-    assert torch.equal(sample(logits, temperature=0, backend=backend), logits.argmax(-1))
+    assert torch.equal(sample(logits.to(device), temperature=0, backend=backend).cpu(), logits.argmax(-1))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_non_contiguous_rows_and_batch_1(backend):
+@pytest.mark.parametrize("device, backend", BACKENDS)
+def test_non_contiguous_rows_and_batch_1(device, backend):
     big = torch.randn(4, 64)
     logits = big[::2, 3:40]  # row stride 128, unit stride along V
     assert not logits.is_contiguous()
-    assert torch.equal(sample(logits, temperature=0, backend=backend), logits.argmax(-1))
+    dev_logits = big.to(device)[::2, 3:40]
+    assert torch.equal(sample(dev_logits, temperature=0, backend=backend).cpu(), logits.argmax(-1))
     ok = allowed(logits, 1.0, 3, 1.0, 0.0)
-    out = sample(logits, top_k=3, generator=gen(), backend=backend)
+    out = sample(dev_logits, top_k=3, generator=generator(device), backend=backend).cpu()
     assert ok[torch.arange(2), out].all()
-    one = sample(big[:1], top_k=1, generator=gen(), backend=backend)
+    one = sample(big[:1].to(device), top_k=1, generator=generator(device), backend=backend)
     assert one.shape == (1,) and one.item() == big[0].argmax().item()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_deterministic_for_a_seed(backend):
-    logits = torch.zeros(8, 50)  # uniform: different seeds almost surely differ
-    a = sample(logits, generator=gen(7), backend=backend)
-    b = sample(logits, generator=gen(7), backend=backend)
-    c = sample(logits, generator=gen(8), backend=backend)
+@pytest.mark.parametrize("device, backend", BACKENDS)
+def test_deterministic_for_a_seed(device, backend):
+    logits = torch.zeros(8, 50, device=device)  # uniform: different seeds almost surely differ
+    a = sample(logits, generator=generator(device, 7), backend=backend)
+    b = sample(logits, generator=generator(device, 7), backend=backend)
+    c = sample(logits, generator=generator(device, 8), backend=backend)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_distribution_matches_filtered_softmax(backend):
+@pytest.mark.parametrize("device, backend", BACKENDS)
+def test_distribution_matches_filtered_softmax(device, backend):
     row = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, float("-inf")])
     configs = [dict(temperature=1.0), dict(temperature=1.5, top_k=6, top_p=0.9, min_p=0.1)]
     configs += [dict(temperature=0.7, top_k=4), dict(top_p=0.8), dict(temperature=2.0, min_p=0.3)]
     n = 4096
-    logits = row.repeat(n, 1)
+    logits = row.repeat(n, 1).to(device)
     for i, cfg in enumerate(configs):
         full = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) | cfg
         probs = filtered_probs(row[None], *(torch.tensor([full[k]]) for k in ("temperature", "top_k", "top_p",
                                                                                  "min_p")))[0]
-        out = sample(logits, generator=gen(100 + i), backend=backend, **cfg)
+        out = sample(logits, generator=generator(device, 100 + i), backend=backend, **cfg).cpu()
         counts = torch.bincount(out, minlength=8).double()
         support = probs > 0
         assert counts[~support].sum() == 0, (cfg, counts, probs)
@@ -117,15 +117,16 @@ def test_distribution_matches_filtered_softmax(backend):
             assert pval > P_THRESHOLD, (cfg, counts, probs * n, pval)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_nan_and_all_masked_rows(backend):
+@pytest.mark.parametrize("device, backend", BACKENDS)
+def test_nan_and_all_masked_rows(device, backend):
     logits = torch.randn(3, 9)
     logits[0, ::2] = float("nan")            # NaN entries are never sampled
     logits[1] = float("-inf")                 # no valid token -> token 0
     logits[2] = float("nan")
     for t in (0.0, 1.0):
         for seed in range(3):
-            out = sample(logits, temperature=t, top_p=0.95, generator=gen(seed), backend=backend)
+            out = sample(logits.to(device), temperature=t, top_p=0.95, generator=generator(device, seed),
+                         backend=backend).cpu()
             assert out[0] % 2 == 1 and out[1] == 0 and out[2] == 0
 
 
@@ -133,8 +134,8 @@ def test_params_fast_path_matches():
     logits = torch.randn(4, 100)
     params = SamplingTensors.prepare(4, "cpu", temperature=torch.tensor([0.0, 0.5, 1.0, 1.0]), top_k=5,
                                      top_p=torch.tensor([1.0, 0.9, 0.8, 1.0]), min_p=0.0)
-    a = sample(logits, params=params, generator=gen(3))
-    b = sample(logits, temperature=params.temperature, top_k=5, top_p=params.top_p, generator=gen(3))
+    a = sample(logits, params=params, generator=generator('cpu', 3))
+    b = sample(logits, temperature=params.temperature, top_k=5, top_p=params.top_p, generator=generator('cpu', 3))
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="params.temperature"):
         sample(logits[:2], params=params)

@@ -5,17 +5,13 @@ import pytest
 import torch
 from scipy import stats
 
-from fsgen_engine.ops._dispatch import available_backends
 from fsgen_engine.ops.verify import verify
 from fsgen_engine.reference.sample import filtered_probs
+from tests.ops._backends import device_backends, generator
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 P_THRESHOLD = 1e-4
-BACKENDS = available_backends(torch.device("cpu"), native="verify", triton_kernel=True)
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+BACKENDS = device_backends("verify")
 
 
 def greedy_expect(draft, logits, nd):
@@ -30,9 +26,9 @@ def greedy_expect(draft, logits, nd):
     return torch.tensor(acc), torch.tensor(nxt)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("device, backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_greedy_edge_cases(backend, dtype):
+def test_greedy_edge_cases(device, backend, dtype):
     b, k, v = 5, 4, 37
     logits = torch.randn(b, k + 1, v).to(dtype)
     arg = logits.float().argmax(-1)
@@ -43,42 +39,48 @@ def test_greedy_edge_cases(backend, dtype):
     nd = torch.tensor([4, 4, 4, 0, 2])    # row 0: all accepted -> bonus at K; row 3: no drafts
     for num_draft in (None, nd):
         n = torch.full((b,), k) if num_draft is None else num_draft
-        acc, nxt = verify(draft, logits, num_draft=num_draft, backend=backend)
+        acc, nxt = verify(draft.to(device), logits.to(device), backend=backend,
+                          num_draft=None if num_draft is None else num_draft.to(device))
+        acc, nxt = acc.cpu(), nxt.cpu()
         e_acc, e_nxt = greedy_expect(draft, logits, n)
         assert torch.equal(acc, e_acc) and torch.equal(nxt, e_nxt), (acc, nxt, e_acc, e_nxt)
-    assert verify(draft, logits, num_draft=nd, backend=backend)[0].tolist() == [4, 0, 2, 0, 2]
+    assert verify(draft.to(device), logits.to(device), num_draft=nd.to(device),
+                  backend=backend)[0].tolist() == [4, 0, 2, 0, 2]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_zero_drafts_and_nan(backend):
+@pytest.mark.parametrize("device, backend", BACKENDS)
+def test_zero_drafts_and_nan(device, backend):
     logits = torch.randn(2, 1, 11)
     logits[0, 0, ::2] = float("nan")  # NaN entries never win
     logits[1, 0] = float("nan")       # nothing valid -> token 0
-    acc, nxt = verify(torch.empty(2, 0, dtype=torch.int64), logits, backend=backend)
+    none = torch.empty(2, 0, dtype=torch.int64, device=device)
+    acc, nxt = verify(none, logits.to(device), backend=backend)
     assert acc.tolist() == [0, 0]
-    assert nxt[0] == torch.nan_to_num(logits[0, 0], nan=float("-inf")).argmax() and nxt[1] == 0
-    q = torch.empty(2, 0, 11)
+    assert nxt[0].item() == torch.nan_to_num(logits[0, 0], nan=float("-inf")).argmax() and nxt[1] == 0
+    q = torch.empty(2, 0, 11, device=device)
     for seed in range(3):
-        _, nxt = verify(torch.empty(2, 0, dtype=torch.int64), logits, draft_probs=q, temperature=1.0,
-                        generator=gen(seed), backend=backend)
+        _, nxt = verify(none, logits.to(device), draft_probs=q, temperature=1.0,
+                        generator=generator(device, seed), backend=backend)
         assert nxt[0] % 2 == 1 and nxt[1] == 0
 
 
-def first_token_dist(backend, row, q_row, seed, **filters):
+def first_token_dist(device, backend, row, q_row, seed, **filters):
     """Empirical distribution of the first emitted token over 4096 copies of one row, with the draft
     tokens drawn from q (the test may use multinomial; the kernels do not)."""
     n, (k1, v) = 4096, row.shape
     logits = row.repeat(n, 1, 1)
     q = q_row.repeat(n, 1, 1)
-    draft = torch.multinomial(q_row, n, replacement=True, generator=gen(seed + 1000)).t().contiguous()
-    acc, nxt = verify(draft, logits, draft_probs=q, generator=gen(seed), backend=backend, **filters)
+    draft = torch.multinomial(q_row, n, replacement=True, generator=generator("cpu", seed + 1000)).t().contiguous()
+    acc, nxt = verify(draft.to(device), logits.to(device), draft_probs=q.to(device),
+                      generator=generator(device, seed), backend=backend, **filters)
+    acc, nxt = acc.cpu(), nxt.cpu()
     first = torch.where(acc > 0, draft[:, 0], nxt)
     assert ((acc >= 0) & (acc <= k1 - 1)).all()
     return torch.bincount(first, minlength=v).double(), n
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_rejection_sampling_is_lossless(backend):
+@pytest.mark.parametrize("device, backend", BACKENDS)
+def test_rejection_sampling_is_lossless(device, backend):
     torch.manual_seed(3)
     v, k = 8, 2
     row = torch.randn(k + 1, v)
@@ -90,23 +92,25 @@ def test_rejection_sampling_is_lossless(backend):
     for i, (q, filt) in enumerate(cases):
         full = dict(top_k=0, top_p=1.0, min_p=0.0) | filt
         p = filtered_probs(row[:1], *(torch.tensor([full[n]]) for n in ("temperature", "top_k", "top_p", "min_p")))[0]
-        counts, n = first_token_dist(backend, row, q, 50 + i, **filt)
+        counts, n = first_token_dist(device, backend, row, q, 50 + i, **filt)
         support = p > 0
         assert counts[~support].sum() == 0
         pval = stats.chisquare(counts[support].numpy(), (p[support] * n).numpy()).pvalue
         assert pval > P_THRESHOLD, (i, counts, p * n, pval)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_mixed_greedy_and_sampled_rows_deterministic(backend):
+@pytest.mark.parametrize("device, backend", BACKENDS)
+def test_mixed_greedy_and_sampled_rows_deterministic(device, backend):
     b, k, v = 6, 3, 20
     logits = torch.randn(b, k + 1, v)
     q = torch.softmax(torch.randn(b, k, v), -1)
     draft = torch.randint(0, v, (b, k))
     draft[0] = logits[0, :k].argmax(-1)
     t = torch.tensor([0.0, 1.0, 0.0, 0.7, 0.0, 1.0])
-    a1 = verify(draft, logits, draft_probs=q, temperature=t, generator=gen(5), backend=backend)
-    a2 = verify(draft, logits, draft_probs=q, temperature=t, generator=gen(5), backend=backend)
+    d = lambda x: x.to(device)  # noqa: E731
+    a1 = verify(d(draft), d(logits), draft_probs=d(q), temperature=d(t), generator=generator(device, 5), backend=backend)
+    a2 = verify(d(draft), d(logits), draft_probs=d(q), temperature=d(t), generator=generator(device, 5), backend=backend)
+    a1, a2 = tuple(x.cpu() for x in a1), tuple(x.cpu() for x in a2)
     assert torch.equal(a1[0], a2[0]) and torch.equal(a1[1], a2[1])
     g_acc, g_nxt = greedy_expect(draft, logits, torch.full((b,), k))
     greedy = t == 0
