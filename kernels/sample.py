@@ -163,7 +163,9 @@ def block_sizes(batch: int, vocab: int, device: torch.device) -> tuple[int, int,
     """(BLOCK_R, BLOCK_V, num_warps): one row per program on a GPU for large V; under the
     interpreter many rows per program (it runs programs one at a time in Python)."""
     if device.type == "cuda":
-        block_v = min(triton.next_power_of_2(vocab), 4096)
+        # At least 256 columns: Triton 3.6 fails to compile the sampled verify kernel for tiny blocks
+        # ("operand does not dominate this use" in TritonGPURemoveLayoutConversions, V=8/11 seen).
+        block_v = min(max(triton.next_power_of_2(vocab), 256), 4096)
         block_r = max(1, min(triton.next_power_of_2(batch), 1024 // block_v))
         return block_r, block_v, 8 if block_v >= 2048 else 4
     block_v = min(triton.next_power_of_2(vocab), 2048)

@@ -21,9 +21,10 @@ SETTINGS = [pytest.param(d, g, id=f"{d}-graphs_{'on' if g else 'off'}")
 
 @pytest.fixture(scope="module")
 def hf_pair():
-    large = make_hf("llama", 3, 0)
-    small = make_hf("llama", 2, 1)
-    other = make_hf("qwen2", 2, 7)
+    # head_dim 64 (hidden 256, 4 heads): a head size the Triton paged attention takes, so CUDA runs it
+    large = make_hf("llama", 3, 0, hidden=256)
+    small = make_hf("llama", 2, 1, hidden=256)
+    other = make_hf("qwen2", 2, 7, hidden=256)
     return {"large": large, "small": small, "other": other}
 
 

@@ -34,10 +34,10 @@ def check(stats, logits, dtype=None):
         assert got.shape == (logits.shape[0],), name
         if name == "argmax":
             assert got.dtype == torch.int64
-            torch.testing.assert_close(got.cpu(), want, rtol=0, atol=0, msg=lambda m: f"argmax: {m}")
+            torch.testing.assert_close(got.cpu(), want.cpu(), rtol=0, atol=0, msg=lambda m: f"argmax: {m}")
         else:
             assert got.dtype == torch.float32, name
-            torch.testing.assert_close(got.cpu().double(), want, rtol=rtol, atol=atol, equal_nan=True,
+            torch.testing.assert_close(got.cpu().double(), want.cpu(), rtol=rtol, atol=atol, equal_nan=True,
                                        msg=lambda m, n=name: f"{n}: {m}")
 
 
