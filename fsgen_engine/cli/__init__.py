@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "sweep": ("fsgen_engine.cli.sweep", "speed-quality frontier: sweep routers/thresholds and methods"),
     "analyze": ("fsgen_engine.cli.analyze", "FS-GEN analyses from trace files: collaboration, position, uncertainty, scaling law"),
     "train-router": ("fsgen_engine.cli.train_router", "fit a learned router from traces (scikit-learn)"),
+    "plan": ("fsgen_engine.cli.plan", "plan a large/small pair on GPUs you do not have: memory, KV, communication, tokens/s"),
 }
 
 
