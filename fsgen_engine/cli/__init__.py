@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "generate": ("fsgen_engine.cli.generate", "generate with a large/small model pair and a collaboration method"),
     "bench": ("fsgen_engine.cli.bench", "tokens/s harness: engine methods against HF transformers baselines"),
     "eval": ("fsgen_engine.cli.eval", "evaluate a method on a data set (gsm8k, mmlu_stem, mbpp, mtbench, math500)"),
-    "sweep": ("fsgen_engine.cli.sweep", "speed-quality frontier: sweep routers/thresholds and methods"),
+    "sweep": ("fsgen_engine.cli.sweep", "speed-quality frontier: sweep routers/thresholds and methods (one or several model pairs; --ray)"),
     "analyze": ("fsgen_engine.cli.analyze", "FS-GEN analyses from trace files: collaboration, position, uncertainty, scaling law"),
     "train-router": ("fsgen_engine.cli.train_router", "fit a learned router from traces (scikit-learn)"),
     "plan": ("fsgen_engine.cli.plan", "plan a large/small pair on GPUs you do not have: memory, KV, communication, tokens/s"),

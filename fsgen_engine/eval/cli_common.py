@@ -6,10 +6,10 @@ import argparse
 from .datasets import DATASETS
 
 
-def add_common(parser: argparse.ArgumentParser) -> None:
+def add_common(parser: argparse.ArgumentParser, *, models_required: bool = True) -> None:
     g = parser.add_argument_group("models and engine")
-    g.add_argument("--large", required=True, help="large model: HF folder, GGUF file or early_exit:N")
-    g.add_argument("--small", required=True, help="small model: HF folder, GGUF file or early_exit:N")
+    g.add_argument("--large", required=models_required, help="large model: HF folder, GGUF file or early_exit:N")
+    g.add_argument("--small", required=models_required, help="small model: HF folder, GGUF file or early_exit:N")
     g.add_argument("--small-ft", default=None, help="small fine-tuned model (method proxy)")
     g.add_argument("--device", default=None, help="cpu or cuda (engine default when omitted)")
     g.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (engine default when omitted)")
@@ -41,12 +41,26 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--out", metavar="DIR", default=None, help="write traces, FS-GEN records, summary, plots here")
 
 
+def engine_kwargs(args) -> dict:
+    """The Engine options given on the command line (the engine's defaults for the others)."""
+    return {k: getattr(args, k) for k in ("device", "dtype", "kv_memory", "max_batch", "page_size")
+            if getattr(args, k, None) is not None}
+
+
 def build_engine(args):
     from fsgen_engine.engine import Engine
 
-    kw = {k: getattr(args, k) for k in ("device", "dtype", "kv_memory", "max_batch", "page_size")
-          if getattr(args, k, None) is not None}
-    return Engine(args.large, args.small, args.small_ft, **kw)
+    return Engine(args.large, args.small, args.small_ft, **engine_kwargs(args))
+
+
+def add_ray(parser: argparse.ArgumentParser) -> None:
+    r = parser.add_argument_group("Ray (pip install .[distributed])")
+    r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the jobs as Ray tasks: on the cluster at ADDRESS (e.g. auto, or host:6379), or on a "
+                        "local Ray instance started for this run when ADDRESS is omitted; finished jobs in --out "
+                        "are skipped (resume)")
+    r.add_argument("--ray-retries", type=int, default=1, help="times a failed job is resubmitted")
+    r.add_argument("--ray-cpus-per-job", type=float, default=1.0, help="CPUs each job reserves")
 
 
 def make_config(args, method: str = "oracle", router: str = "always"):

@@ -1,8 +1,10 @@
-"""Speed-quality frontier for one model pair and one data set.
+"""Speed-quality frontier per model pair on one data set.
 
 Runs the ``large`` and ``small`` baselines and every (method, router threshold), then plots accuracy
 against the large-call fraction and against tokens/s, baselines as reference points, and writes
-the same numbers as a table (frontier.md / frontier.csv) next to frontier.png.
+the same numbers as a table (frontier.md / frontier.csv) next to frontier.png. ``run_sweep`` runs
+one pair on an engine in this process (as always); ``run_sweep_jobs`` runs several pairs as
+independent jobs (``jobs.py``), serially or on Ray, and adds the cross-pair outputs (``pairs.py``).
 """
 from __future__ import annotations
 
@@ -67,6 +69,77 @@ def run_sweep(engine, base_cfg, methods: list[str], routers: list[str], out_dir:
     return rows
 
 
+def sweep_runs(methods: list[str], routers: list[str], *, with_always: bool = False) -> list[tuple[str, str]]:
+    """Baselines, then every (method, router); ``with_always`` adds (method, always) where missing
+    (collaboration frequency is defined under ``always``)."""
+    runs = [("large", "always"), ("small", "never")] + [(m, r) for m in methods for r in routers]
+    if with_always:
+        runs += [(m, "always") for m in methods if (m, "always") not in runs]
+    return runs
+
+
+def plan_jobs(pairs, base_cfg, methods: list[str], routers: list[str], out_dir: str | None,
+              engine_kwargs: dict) -> list:
+    """One job per pair x (method, router). One pair: folders as the serial sweep names them under
+    ``out_dir``; several: under ``out_dir/<pair>/``, with (method, always) added for each method."""
+    from .jobs import make_job, run_dir
+
+    if base_cfg.dataset == "mtbench":
+        raise ValueError("--dataset mtbench has no accuracy (generation only); sweep a scored data set")
+    multi = len(pairs) > 1
+    jobs = []
+    for pair in pairs:
+        pair_dir = (os.path.join(out_dir, pair.name()) if multi else out_dir) if out_dir else None
+        for method, router in sweep_runs(methods, routers, with_always=multi):
+            jobs.append(make_job(pair, base_cfg, method, router, engine_kwargs,
+                                 run_dir(pair_dir, method, router) if pair_dir else None))
+    return jobs
+
+
+def run_sweep_jobs(pairs, base_cfg, methods: list[str], routers: list[str], out_dir: str | None,
+                   engine_kwargs: dict, *, ray_address: str | None = None, use_ray: bool = False,
+                   retries: int = 1, cpus_per_job: float = 1.0, echo: bool = True):
+    """The sweep of several pairs, serial or on Ray (``fsgen_engine.distributed.ray_jobs``).
+
+    Every job's files are written as it finishes, and the pair's frontier table is rewritten then
+    (the figure once at the end). Returns ``(rows_by_pair, failures)``; with several pairs also
+    writes the collaboration frequency per pair and the scaling-law fit (``eval/pairs.py``)."""
+    from .jobs import run_serial
+    from .pairs import write_pairs_summary
+
+    jobs = plan_jobs(pairs, base_cfg, methods, routers, out_dir, engine_kwargs)
+    multi = len(pairs) > 1
+    done: dict[str, dict] = {}
+
+    def pair_rows(name: str) -> list[dict]:
+        return [done[j.key] for j in jobs if j.pair.name() == name and j.key in done]
+
+    def pair_dir(name: str) -> str | None:
+        return (os.path.join(out_dir, name) if multi else out_dir) if out_dir else None
+
+    def on_done(job, summary):
+        done[job.key] = summary
+        if out_dir:
+            write_frontier(pair_rows(job.pair.name()), pair_dir(job.pair.name()), echo=False, plot=False)
+
+    failures = []
+    if use_ray:
+        from fsgen_engine.distributed.ray_jobs import run_ray
+
+        res = run_ray(jobs, ray_address, retries=retries, cpus_per_job=cpus_per_job, echo=echo, on_done=on_done)
+        done.update(res.summaries)
+        failures = res.failures
+    else:
+        run_serial(jobs, echo=echo, on_done=on_done)
+    rows_by_pair = {p.name(): pair_rows(p.name()) for p in pairs}
+    for p in pairs:
+        if rows_by_pair[p.name()] and out_dir:
+            write_frontier(rows_by_pair[p.name()], pair_dir(p.name()), echo=echo)
+    if multi:
+        write_pairs_summary(pairs, rows_by_pair, methods, out_dir, echo=echo)
+    return rows_by_pair, failures
+
+
 def _f(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
@@ -75,7 +148,8 @@ def _threshold(router: str) -> str:
     return router.partition(":")[2]
 
 
-def write_frontier(rows: list[dict], out_dir: str, *, echo: bool = True) -> str:
+def write_frontier(rows: list[dict], out_dir: str, *, echo: bool = True, plot: bool = True) -> str:
+    """frontier.md/.csv/.json (and frontier.png when ``plot``) of one pair's runs in ``out_dir``."""
     from fsgen_engine.analysis.report import new_figure, save_figure, write_table
 
     os.makedirs(out_dir, exist_ok=True)
@@ -84,6 +158,8 @@ def write_frontier(rows: list[dict], out_dir: str, *, echo: bool = True) -> str:
     write_table(stem, f"Speed-quality frontier ({rows[0]['dataset']})", COLUMNS, table, echo=echo)
     with open(stem + ".json", "w", encoding="utf-8") as f:
         json.dump(rows, f, indent=2, default=str)
+    if not plot:
+        return stem + ".md"
 
     fig, (ax1, ax2) = new_figure(13, 5, ncols=2)
     base = {r["method"]: r for r in rows if r["method"] in ("large", "small")}
