@@ -53,6 +53,10 @@ def print_plan(plan) -> None:
                  for m in plan.methods])
     print(f"large step {plan.t_large_s * 1e3:.3f} ms (communication {plan.t_large_comm_s * 1e3:.3f} ms), "
           f"small step {plan.t_small_s * 1e3:.3f} ms; KV capacity of the pair {plan.kv_capacity_tokens} tokens")
+    for r in plan.ranks:
+        if not r.fits:
+            print(f"WARNING: does not fit: rank {r.rank} holds {r.weight_bytes / gib:.1f} GiB of weights, more than "
+                  f"the {plan.usable_bytes / gib:.1f} GiB it has for weights + KV; use more GPUs (--gpus, --tp)")
     for a in plan.assumptions:
         print(f"assumption: {a}")
 

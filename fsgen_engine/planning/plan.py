@@ -118,6 +118,7 @@ class Plan:
     t_large_s: float
     t_large_comm_s: float
     t_small_s: float
+    usable_bytes: int
     ranks: list[RankPlan] = field(default_factory=list)
     methods: list[MethodPlan] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
@@ -193,5 +194,5 @@ def make_plan(large: ModelDims, small: ModelDims, gpu: GPU, num_gpus: int, tp: i
         "bandwidth bound: kernel-launch and host overhead are not modelled (a CUDA-graph step), so the "
         "small model's figures are upper bounds",
     ]
-    return Plan(large.name, small.name, gpu.name, num_gpus, tp, b, context, k, tl, tl_comm, ts, ranks, methods,
-                assumptions)
+    return Plan(large.name, small.name, gpu.name, num_gpus, tp, b, context, k, tl, tl_comm, ts, usable, ranks,
+                methods, assumptions)

@@ -110,4 +110,4 @@ def test_cli_errors_and_table(capsys):
                  "--share", "oracle=2"]) == 1
     assert "between 0 and 1" in capsys.readouterr().err
     assert main(["plan", "--large", "qwen1.5-72b", "--small", "qwen1.5-0.5b", "--gpus", "1xH100"]) == 0
-    assert "does not fit" in capsys.readouterr().out  # 145 GB of weights on one 80 GB GPU
+    assert "WARNING: does not fit: rank 0 holds 135.8 GiB" in capsys.readouterr().out  # 145 GB on one 80 GB GPU
