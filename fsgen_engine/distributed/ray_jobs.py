@@ -1,14 +1,16 @@
-"""Run independent evaluation jobs (``fsgen_engine.eval.jobs``) as Ray tasks.
+"""Run independent evaluation jobs (``fsgen_engine.eval.jobs``) on Ray actors.
 
-Each job is one task reserving ``num_gpus`` = the job's tensor-parallel size (1 today) when it runs
-on GPUs, else ``num_cpus``. Results come back to the driver as bytes and are written into the same
+Each job runs on an actor reserving ``num_gpus`` = the job's tensor-parallel size (1 today) when it
+runs on GPUs, else ``num_cpus``; an actor keeps its pair's engine loaded between that pair's jobs and
+is killed at the end, which frees its GPU memory (a plain task's reused worker would keep it, on
+whichever GPU it first used). Results come back to the driver as bytes and are written into the same
 folders and files as the serial run as each task finishes, so an interrupted sweep keeps everything
 that finished; a rerun skips jobs whose folder already holds a complete run (``load_done``). A job
 that raises (or whose worker dies) is reported and resubmitted up to ``retries`` times while the
 others go on; jobs that still fail are returned, not raised, so the caller can write what finished.
 
-Ray's own task retries are off (``max_retries=0``): this loop retries every kind of failure the same
-way and reports each attempt.
+Ray's own retries are off (``max_restarts=0``, ``max_task_retries=0``): this loop retries every kind
+of failure the same way and reports each attempt.
 """
 from __future__ import annotations
 
@@ -73,8 +75,12 @@ def resources_for(job: Job, cluster_gpus: float, cpus_per_job: float = 1.0) -> d
     return {"num_gpus": 0, "num_cpus": cpus_per_job}
 
 
-def _remote_execute(job: Job):
-    return execute_job(job)
+class _Runner:
+    """A Ray actor running jobs of one model pair: its process keeps the pair's engine loaded between
+    jobs (``execute_job``'s cache) and holds the job's GPUs / CPUs until it is killed."""
+
+    def run(self, job: Job):
+        return execute_job(job)
 
 
 def _absolute(job: Job) -> Job:
@@ -87,46 +93,85 @@ def _absolute(job: Job) -> Job:
     return job
 
 
+def _capacity(ray, res: dict) -> int:
+    """How many runners of this shape the cluster holds at once (at least 1)."""
+    total = ray.cluster_resources()
+    if res["num_gpus"]:
+        return max(1, int(total.get("GPU", 0) // res["num_gpus"]))
+    return max(1, int(total.get("CPU", 1) // max(res["num_cpus"], 1e-9)))
+
+
 def run_ray(jobs: list[Job], address: str | None = None, *, retries: int = 1, cpus_per_job: float = 1.0,
             echo: bool = True, on_done=None) -> RayRun:
     """Run ``jobs`` on Ray (see module doc). ``on_done(job, summary)`` runs in the driver after each
-    job's files are written. Shuts down the Ray instance only when this call started it."""
+    job's files are written. Shuts down the Ray instance only when this call started it.
+
+    Jobs run on actors (``_Runner``), as many as the cluster's resources hold: a runner takes the next
+    job of the pair it has loaded, else the next job (it then loads that pair, after freeing the
+    last). A runner that dies is replaced; all are killed at the end."""
     if retries < 0:
         raise ValueError(f"--ray-retries {retries} must be >= 0")
     ray = import_ray()
-    summaries, skipped, todo = {}, [], []
+    summaries, skipped, queue = {}, [], []
     for job in jobs:
         done = load_done(job)
         if done is not None:
             summaries[job.key] = done
             skipped.append(job.key)
         else:
-            todo.append(_absolute(job))
+            queue.append(_absolute(job))
     if echo and skipped:
         print(f"[ray] resuming: {len(skipped)} of {len(jobs)} job(s) already finished, skipped", flush=True)
-    if not todo:
+    if not queue:
         return RayRun(summaries, skipped, [])
     started = connect(address)
-    failures = []
+    failures, runners, inflight = [], {}, {}  # runners: id -> [handle, engine key, busy]
+    attempts = {job.key: 0 for job in queue}
     try:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        task = ray.remote(max_retries=0)(_remote_execute)
-        attempts = {job.key: 0 for job in todo}
-        pending = {}
+        total = ray.cluster_resources()
+        gpus = total.get("GPU", 0)
+        for job in queue:  # a runner the cluster cannot place would wait forever: refuse up front
+            res = resources_for(job, gpus, cpus_per_job)
+            if res["num_gpus"] > gpus or res["num_cpus"] > total.get("CPU", 0):
+                raise ValueError(f"--ray: job {job.key!r} needs {res['num_gpus']} GPU(s) and {res['num_cpus']} CPU(s) "
+                                 f"but the Ray cluster has {gpus:g} GPU(s) and {total.get('CPU', 0):g} CPU(s); "
+                                 "use --device cpu, a smaller --ray-cpus-per-job, or a cluster with GPUs")
+        runner_cls = ray.remote(max_restarts=0, max_task_retries=0)(_Runner)
 
-        def submit(job):
+        def submit(rid, job):
             attempts[job.key] += 1
-            ref = task.options(**resources_for(job, gpus, cpus_per_job), name=job.key).remote(job)
-            pending[ref] = job
+            runners[rid][2] = True
+            inflight[runners[rid][0].run.remote(job)] = (rid, job)
 
-        for job in todo:
-            submit(job)
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            job = pending.pop(ready[0])
+        def assign():
+            # an idle runner takes the next job of its own pair, else the next job (it swaps engines)
+            for rid, r in runners.items():
+                if r[2] or not queue:
+                    continue
+                job = next((j for j in queue if j.engine_key() == r[1]), queue[0])
+                queue.remove(job)
+                r[1] = job.engine_key()
+                submit(rid, job)
+            while queue:
+                res = resources_for(queue[0], gpus, cpus_per_job)
+                if len(runners) >= _capacity(ray, res):
+                    return
+                job = queue.pop(0)
+                rid = object()
+                runners[rid] = [runner_cls.options(**res).remote(), job.engine_key(), False]
+                submit(rid, job)
+
+        while queue or inflight:
+            assign()
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            rid, job = inflight.pop(ready[0])
             try:
                 res = ray.get(ready[0])
-            except Exception as exc:  # noqa: BLE001 - any task failure is reported and retried
+            except Exception as exc:  # noqa: BLE001 - any job failure is reported and retried
+                if isinstance(exc, ray.exceptions.RayActorError):  # the runner died: replace it
+                    runners.pop(rid, None)
+                else:
+                    runners[rid][2] = False
                 err = _describe(exc)
                 last = attempts[job.key] > retries
                 print(f"[ray] job {job.key!r} failed (attempt {attempts[job.key]}/{retries + 1}): {err}"
@@ -134,8 +179,9 @@ def run_ray(jobs: list[Job], address: str | None = None, *, retries: int = 1, cp
                 if last:
                     failures.append(Failure(job.key, attempts[job.key], err))
                 else:
-                    submit(job)
+                    queue.insert(0, job)
                 continue
+            runners[rid][2] = False
             store_result(job, res)
             summaries[job.key] = summary_of(res)
             if on_done:
@@ -143,6 +189,8 @@ def run_ray(jobs: list[Job], address: str | None = None, *, retries: int = 1, cp
             if echo:
                 print_progress(job, summaries[job.key])
     finally:
+        for handle, _, _ in runners.values():
+            ray.kill(handle)
         if started:
             ray.shutdown()
     return RayRun(summaries, skipped, failures)

@@ -134,6 +134,7 @@ def test_failed_job_is_reported_others_finish_and_rerun_resumes(ray_instance, mo
     cap = capsys.readouterr()
     assert "failed (attempt 1/2)" in cap.err and "failed (attempt 2/2)" in cap.err
     assert "6 job(s) failed after retries" in cap.err and "c_large+a_small" in cap.err
+    assert "OSError: It looks like the config file at" in cap.err  # the job's own error, not Ray's wrapper
     done = _runs(out)
     assert len(done) == 12 and not any(k.startswith("c_large") for k in done)  # the other pairs finished
     stamps = {k: (p / "summary.json").stat().st_mtime_ns for k, p in done.items()}
@@ -161,3 +162,12 @@ def test_eval_on_ray_equals_serial(ray_instance, models, data, tmp_path, capsys)
     capsys.readouterr()
     assert main(argv + ["--out", str(tmp_path / "ray"), "--ray"]) == 0  # already there: not run again
     assert "already holds this run" in capsys.readouterr().err
+
+
+def test_unplaceable_jobs_are_refused_not_waited_for(ray_instance, models, data, tmp_path, capsys):
+    argv = ["eval", "--large", models["a_large"], "--small", models["a_small"], "--dataset", "gsm8k", "--data", data,
+            "--n", "1", "--max-new-tokens", "2", "--out", str(tmp_path / "o"), "--ray"]
+    assert main(argv + ["--device", "cuda"]) == 1  # the local instance has no GPU
+    assert "needs 1 GPU(s) and 1.0 CPU(s) but the Ray cluster has 0 GPU(s)" in capsys.readouterr().err
+    assert main(argv + ["--device", "cpu", "--ray-cpus-per-job", "3"]) == 1
+    assert "use --device cpu, a smaller --ray-cpus-per-job" in capsys.readouterr().err
