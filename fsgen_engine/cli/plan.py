@@ -21,6 +21,9 @@ def add_arguments(parser) -> None:
                         help="assumed per-direction link bandwidth in GB/s (default: the GPU table's)")
     parser.add_argument("--allreduce-latency-us", type=float, default=None,
                         help="assumed fixed cost of one collective in microseconds (default: the GPU table's)")
+    parser.add_argument("--layer-overhead-us", type=float, default=0.0,
+                        help="fixed cost per decoder layer and step (launches, host work); 0 = bandwidth bound. "
+                             "This engine's batch-1 figures on an H200 (bench/results/h200_check1) fit about 145")
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
 
 
@@ -75,7 +78,8 @@ def run(args) -> int:
                              link_latency=None if args.allreduce_latency_us is None else args.allreduce_latency_us * 1e-6)
         large, small = resolve_model(args.large), resolve_model(args.small)
         plan = make_plan(large, small, gpu, count, args.tp, dtype_bytes=4 if args.dtype == "float32" else 2,
-                         context=args.context, num_draft_tokens=args.num_draft_tokens, shares=_shares(args.share))
+                         context=args.context, num_draft_tokens=args.num_draft_tokens, shares=_shares(args.share),
+                         layer_overhead_s=args.layer_overhead_us * 1e-6)
     except ValueError as exc:
         print(f"fsgen plan: error: {exc}", file=sys.stderr)
         return 1

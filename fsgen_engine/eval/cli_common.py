@@ -56,10 +56,10 @@ def build_engine(args):
 def add_ray(parser: argparse.ArgumentParser) -> None:
     r = parser.add_argument_group("Ray (pip install .[distributed])")
     r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="run the jobs as Ray tasks: on the cluster at ADDRESS (e.g. auto, or host:6379), or on a "
-                        "local Ray instance started for this run when ADDRESS is omitted; finished jobs in --out "
-                        "are skipped (resume)")
-    r.add_argument("--ray-retries", type=int, default=1, help="times a failed job is resubmitted")
+                   help="run the jobs on Ray (actors reserving one GPU per job, or CPUs): on the cluster at ADDRESS "
+                        "(auto, or the head node's IP:6379), or on a local Ray instance started for this run when "
+                        "ADDRESS is omitted; jobs already finished in --out are skipped (resume)")
+    r.add_argument("--ray-retries", type=int, default=1, help="times a failed job is resubmitted (default 1)")
     r.add_argument("--ray-cpus-per-job", type=float, default=1.0, help="CPUs each job reserves")
 
 

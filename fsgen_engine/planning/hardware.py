@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, replace
 
 MIB = 1 << 20
-# Achieved / datasheet bandwidth of a large device-to-device copy: 4.3 TB/s measured on an H200 of
-# this project's device machines (read + write counted) against 4.8 TB/s on its datasheet.
+# Achieved / datasheet bandwidth of a large device-to-device copy: 4.2-4.3 TB/s measured on this
+# project's H200 machines (read + write counted; bench/results/h200_check1) against 4.8 TB/s.
 COPY_EFFICIENCY = 0.9
 
 

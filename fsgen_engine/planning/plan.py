@@ -16,7 +16,11 @@ Rank 0 also holds the small model (weights and its KV for the same tokens). Deco
 
     t_large(k tokens) = (read + context * kv) / copy_bw
                         + (k * (ring traffic + logit gather)) / link_bw + (2L + 2) * link_latency
-    t_small           = (small read + context * small kv) / copy_bw
+                        + L * layer_overhead
+    t_small           = (small read + context * small kv) / copy_bw + L_small * layer_overhead
+
+``layer_overhead`` (default 0: bandwidth bound) is a fixed cost per decoder layer and step: kernel
+launches and host work, which dominate a small model's step.
 
 and per method, with ``f`` its expected large-call share (large calls / emitted tokens):
 ``large`` 1/t_large, ``small`` 1/t_small, ``oracle``/``contrastive`` 1/(t_small + f t_large),
@@ -134,7 +138,7 @@ class Plan:
 
 def make_plan(large: ModelDims, small: ModelDims, gpu: GPU, num_gpus: int, tp: int | None = None, *,
               dtype_bytes: int = 2, context: int = 1024, num_draft_tokens: int = 5,
-              shares: dict[str, float] | None = None) -> Plan:
+              shares: dict[str, float] | None = None, layer_overhead_s: float = 0.0) -> Plan:
     """The plan of ``large`` at TP=``tp`` (default: every GPU) with ``small`` at TP=1 on rank 0."""
     tp = num_gpus if tp is None else int(tp)
     if tp > num_gpus:
@@ -142,6 +146,8 @@ def make_plan(large: ModelDims, small: ModelDims, gpu: GPU, num_gpus: int, tp: i
     validate_tp(large, tp)
     if context < 0:
         raise ValueError(f"--context {context} must be >= 0")
+    if layer_overhead_s < 0:
+        raise ValueError(f"--layer-overhead-us {layer_overhead_s * 1e6:g} must be >= 0")
     if num_draft_tokens < 1:
         raise ValueError(f"--num-draft-tokens {num_draft_tokens} must be at least 1")
     shares = {**DEFAULT_SHARES, **(shares or {})}
@@ -170,12 +176,12 @@ def make_plan(large: ModelDims, small: ModelDims, gpu: GPU, num_gpus: int, tp: i
                               max(0, free // per_tok), free > 0, ar_bytes, ring + gather))
 
     def t_large(k: int) -> tuple[float, float]:
-        mem = (read_elems(large, tp) * b + context * kv_large) / gpu.copy_bw
+        mem = (read_elems(large, tp) * b + context * kv_large) / gpu.copy_bw + large.num_layers * layer_overhead_s
         comm = (k * (ring + gather) / gpu.link_bw + (n_ar + 1) * gpu.link_latency) if tp > 1 else 0.0
         return mem + comm, comm
 
     tl, tl_comm = t_large(1)
-    ts = (read_elems(small, 1) * b + context * kv_small) / gpu.copy_bw
+    ts = (read_elems(small, 1) * b + context * kv_small) / gpu.copy_bw + small.num_layers * layer_overhead_s
     k = num_draft_tokens
     seconds = {"large": tl, "small": ts,
                "oracle": ts + shares["oracle"] * tl, "contrastive": ts + shares["contrastive"] * tl,
@@ -191,8 +197,9 @@ def make_plan(large: ModelDims, small: ModelDims, gpu: GPU, num_gpus: int, tp: i
         "large-call shares: " + ", ".join(f"{m} {shares[m]:g}" for m in ("oracle", "contrastive", "proxy",
                                                                          "speculative"))
         + f" (assumed; --share METHOD=F); speculative K={k}",
-        "bandwidth bound: kernel-launch and host overhead are not modelled (a CUDA-graph step), so the "
-        "small model's figures are upper bounds",
+        (f"{layer_overhead_s * 1e6:g} us per decoder layer and step of launch / host overhead (--layer-overhead-us)"
+         if layer_overhead_s else "bandwidth bound: no launch or host overhead (--layer-overhead-us 0), so the "
+         "small model's and the collaborative methods' figures are upper bounds"),
     ]
     return Plan(large.name, small.name, gpu.name, num_gpus, tp, b, context, k, tl, tl_comm, ts, usable, ranks,
                 methods, assumptions)

@@ -17,6 +17,7 @@ from toy import make_hf, make_tokenizer  # noqa: E402
 from fsgen_engine.cli import main  # noqa: E402
 
 TIMING = ("wall_time_s", "tokens_per_s")
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray instance: every test of this module in one worker
 
 
 def _descendants(root: int) -> set[int]:

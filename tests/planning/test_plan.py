@@ -111,3 +111,13 @@ def test_cli_errors_and_table(capsys):
     assert "between 0 and 1" in capsys.readouterr().err
     assert main(["plan", "--large", "qwen1.5-72b", "--small", "qwen1.5-0.5b", "--gpus", "1xH100"]) == 0
     assert "WARNING: does not fit: rank 0 holds 135.8 GiB" in capsys.readouterr().out  # 145 GB on one 80 GB GPU
+
+
+def test_layer_overhead_adds_per_layer_and_step():
+    lg, sm = dims_from_config(LARGE, "L"), dims_from_config(SMALL, "S")
+    base = make_plan(lg, sm, TOY_GPU, 2, 2, context=10)
+    slow = make_plan(lg, sm, TOY_GPU, 2, 2, context=10, layer_overhead_s=100e-6)
+    assert slow.t_large_s == pytest.approx(base.t_large_s + 2 * 100e-6, rel=1e-12)  # 2 large layers
+    assert slow.t_small_s == pytest.approx(base.t_small_s + 1 * 100e-6, rel=1e-12)  # 1 small layer
+    with pytest.raises(ValueError, match="--layer-overhead-us -1 must be >= 0"):
+        make_plan(lg, sm, TOY_GPU, 2, 2, layer_overhead_s=-1e-6)
