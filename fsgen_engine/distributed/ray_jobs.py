@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fsgen_engine.eval.jobs import Job, execute_job, load_done, print_progress, store_result, summary_of
 
@@ -84,12 +84,15 @@ class _Runner:
 
 
 def _absolute(job: Job) -> Job:
-    """Workers do not share the driver's working directory: make local paths absolute."""
+    """Workers do not share the driver's working directory: make local paths absolute (the model
+    names in the records stay as given, as in the serial run)."""
     def fix(p):
         return os.path.abspath(p) if p and os.path.exists(p) else p
 
     job.cfg.data = fix(job.cfg.data)
     job.cfg.fewshot = fix(job.cfg.fewshot)
+    job.pair = replace(job.pair, large=fix(job.pair.large), small=fix(job.pair.small),
+                       small_ft=fix(job.pair.small_ft))
     return job
 
 
@@ -113,13 +116,13 @@ def run_ray(jobs: list[Job], address: str | None = None, *, retries: int = 1, cp
         raise ValueError(f"--ray-retries {retries} must be >= 0")
     ray = import_ray()
     summaries, skipped, queue = {}, [], []
-    for job in jobs:
+    for job in map(_absolute, jobs):
         done = load_done(job)
         if done is not None:
             summaries[job.key] = done
             skipped.append(job.key)
         else:
-            queue.append(_absolute(job))
+            queue.append(job)
     if echo and skipped:
         print(f"[ray] resuming: {len(skipped)} of {len(jobs)} job(s) already finished, skipped", flush=True)
     if not queue:

@@ -159,7 +159,6 @@ def load_done(job: Job) -> dict | None:
     if json.loads(json.dumps(asdict(job.cfg), default=str)) != data.get("config"):
         return None
     data.pop("config", None)
-    data.pop("records_writer", None)
     return data
 
 
@@ -182,9 +181,7 @@ def run_serial(jobs: list[Job], *, echo: bool = True, on_done=None) -> dict[str,
 
 
 def summary_of(res: JobResult) -> dict:
-    s = dict(res.summary)
-    s.pop("records_writer", None)
-    return s
+    return dict(res.summary)
 
 
 def print_progress(job: Job, r: dict, note: str = "") -> None:

@@ -151,9 +151,11 @@ def test_failed_job_is_reported_others_finish_and_rerun_resumes(ray_instance, mo
     assert set(fits) == {"oracle", "contrastive"} and fits["oracle"]["n"] == 3
 
 
-def test_eval_on_ray_equals_serial(ray_instance, models, data, tmp_path, capsys):
-    argv = ["eval", "--large", models["a_large"], "--small", models["a_small"], "--method", "oracle", "--router",
-            "max_prob:0.5", "--dataset", "gsm8k", "--data", data, "--n", "3", "--max-new-tokens", "6",
+def test_eval_on_ray_equals_serial(ray_instance, models, data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)  # relative paths: the workers run elsewhere, resume must still match
+    rel = lambda p: os.path.relpath(p, tmp_path.parent)  # noqa: E731
+    argv = ["eval", "--large", rel(models["a_large"]), "--small", rel(models["a_small"]), "--method", "oracle",
+            "--router", "max_prob:0.5", "--dataset", "gsm8k", "--data", rel(data), "--n", "3", "--max-new-tokens", "6",
             "--device", "cpu", "--dtype", "float32", "--kv-memory", "2MiB"]
     assert main(argv + ["--out", str(tmp_path / "serial")]) == 0
     assert main(argv + ["--out", str(tmp_path / "ray"), "--ray"]) == 0
