@@ -136,9 +136,19 @@ def _exp_noise(seed, cols, ctr, stream: tl.constexpr):
 
 @triton.jit
 def _sample_kernel(logits_ptr, stride_b, B, V, temp_ptr, topk_ptr, topp_ptr, minp_ptr, seed_ptr, out_ptr,
-                   BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):
+                   BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, ONLY_UNFINISHED: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < B
+    if ONLY_UNFINISHED:  # finish the rows kernels/sample_split.py left at -1, skip the others
+        rmask = rmask & (tl.load(out_ptr + rows, mask=rmask, other=0) < 0)
+    if tl.max(rmask.to(tl.int32), axis=0) > 0:
+        _sample_rows(logits_ptr, stride_b, V, temp_ptr, topk_ptr, topp_ptr, minp_ptr, seed_ptr, out_ptr, rows, rmask,
+                     BLOCK_R, BLOCK_V)
+
+
+@triton.jit
+def _sample_rows(logits_ptr, stride_b, V, temp_ptr, topk_ptr, topp_ptr, minp_ptr, seed_ptr, out_ptr, rows, rmask,
+                 BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):
     t = tl.load(temp_ptr + rows, mask=rmask, other=1.0)
     k = tl.load(topk_ptr + rows, mask=rmask, other=0)
     tp = tl.load(topp_ptr + rows, mask=rmask, other=1.0)
@@ -173,9 +183,11 @@ def block_sizes(batch: int, vocab: int, device: torch.device) -> tuple[int, int,
     return block_r, block_v, 4
 
 
-def sample_triton(logits, temperature, top_k, top_p, min_p, seed, out) -> None:
+def sample_triton(logits, temperature, top_k, top_p, min_p, seed, out, *, only_unfinished: bool = False) -> None:
+    """One program per row (or per BLOCK_R rows). ``only_unfinished``: sample only the rows whose
+    ``out`` is negative (the rows kernels/sample_split.py could not finish from its candidates)."""
     b, v = logits.shape
     block_r, block_v, warps = block_sizes(b, v, logits.device)
     grid = (triton.cdiv(b, block_r),)
     _sample_kernel[grid](logits, logits.stride(0), b, v, temperature, top_k, top_p, min_p, seed, out,
-                         BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps)
+                         BLOCK_R=block_r, BLOCK_V=block_v, ONLY_UNFINISHED=only_unfinished, num_warps=warps)

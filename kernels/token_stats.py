@@ -6,6 +6,8 @@ are merged once at the end. Special rows follow fsgen_engine/reference/token_sta
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -80,6 +82,21 @@ def token_stats_triton(logits: torch.Tensor, out: torch.Tensor, argmax: torch.Te
     """``logits [B, V]`` (unit stride along V) -> ``out [4, B]`` float32 (entropy, max_prob, margin,
     logsumexp) and ``argmax [B]`` int64, written in place by one launch."""
     B, V = logits.shape
+    if logits.is_cuda:
+        # Small batches: split each row over many programs so the whole GPU reads it.
+        from fsgen_engine.kernels.token_stats_split import num_splits, token_stats_split_triton
+
+        index = logits.device.index if logits.device.index is not None else torch.cuda.current_device()
+        splits = num_splits(B, V, 1024, 4 * _num_sms(index))
+        if splits > 1:
+            token_stats_split_triton(logits, out, argmax, splits)
+            return
     block = min(triton.next_power_of_2(V), 2048 if logits.element_size() == 4 else 4096)
     num_warps = 8 if block >= 2048 else 4
     _token_stats_kernel[(B,)](logits, logits.stride(0), V, out, argmax, B, BLOCK=block, num_warps=num_warps)
+
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count

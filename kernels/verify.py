@@ -17,7 +17,7 @@ from fsgen_engine.kernels.sample import (STREAM_ACCEPT, STREAM_RACE, _chunk_argm
 @triton.jit
 def _verify_kernel(draft_ptr, d_s0, logits_ptr, l_s0, l_s1, q_ptr, q_s0, q_s1, nd_ptr, B, K, V, temp_ptr, topk_ptr,
                    topp_ptr, minp_ptr, seed_ptr, acc_ptr, next_ptr, HAS_Q: tl.constexpr, BLOCK_R: tl.constexpr,
-                   BLOCK_V: tl.constexpr):
+                   BLOCK_V: tl.constexpr, ONLY_UNFINISHED: tl.constexpr):
     BIG: tl.constexpr = 2147483647
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < B
@@ -29,6 +29,8 @@ def _verify_kernel(draft_ptr, d_s0, logits_ptr, l_s0, l_s1, q_ptr, q_s0, q_s1, n
     seed = tl.load(seed_ptr)
     offs = tl.arange(0, BLOCK_V)
     rows64 = rows.to(tl.int64)
+    if ONLY_UNFINISHED:  # finish the rows kernels/sample_split.py left at -1, skip the others
+        rmask = rmask & (tl.load(acc_ptr + rows, mask=rmask, other=0) < 0)
     active = rmask
     accepted = n
     token = tl.zeros((BLOCK_R,), tl.int64)
@@ -94,7 +96,9 @@ def _verify_kernel(draft_ptr, d_s0, logits_ptr, l_s0, l_s1, q_ptr, q_s0, q_s1, n
 
 
 def verify_triton(draft_tokens, target_logits, draft_probs, num_draft, temperature, top_k, top_p, min_p, seed,
-                  accepted, next_token) -> None:
+                  accepted, next_token, *, only_unfinished: bool = False) -> None:
+    """One program per row (or per BLOCK_R rows). ``only_unfinished``: only the rows whose
+    ``accepted`` is negative (those kernels/sample_split.py could not finish from its candidates)."""
     b, k1, v = target_logits.shape
     block_r, block_v, warps = block_sizes(b, v, target_logits.device)
     has_q = draft_probs is not None
@@ -103,4 +107,5 @@ def verify_triton(draft_tokens, target_logits, draft_probs, num_draft, temperatu
     _verify_kernel[grid](draft_tokens, draft_tokens.stride(0), target_logits, target_logits.stride(0),
                          target_logits.stride(1), q, q.stride(0) if has_q else 0, q.stride(1) if has_q else 0,
                          num_draft, b, k1 - 1, v, temperature, top_k, top_p, min_p, seed, accepted, next_token,
-                         HAS_Q=has_q, BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps)
+                         HAS_Q=has_q, BLOCK_R=block_r, BLOCK_V=block_v, ONLY_UNFINISHED=only_unfinished,
+                         num_warps=warps)

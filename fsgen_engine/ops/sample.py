@@ -118,9 +118,9 @@ def sample(logits: torch.Tensor, *, temperature=1.0, top_k=0, top_p: float | tor
     seed = draw_seed(generator, device)
     out = torch.empty(batch, dtype=torch.int64, device=device)
     if which == "triton":
-        from fsgen_engine.kernels.sample import sample_triton
+        from fsgen_engine.kernels.sample_split import sample_any_triton
 
-        sample_triton(logits, params.temperature, params.top_k, params.top_p, params.min_p, seed, out)
+        sample_any_triton(logits, params.temperature, params.top_k, params.top_p, params.min_p, seed, out)
         return out
     args = (logits.data_ptr(), batch, vocab, logits.stride(0), dtype_code(logits), params.temperature.data_ptr(),
             params.top_k.data_ptr(), params.top_p.data_ptr(), params.min_p.data_ptr(), seed.data_ptr(),

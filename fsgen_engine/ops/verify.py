@@ -108,7 +108,7 @@ def verify(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *, draft_pro
     accepted = torch.empty(b, dtype=torch.int64, device=device)
     next_token = torch.empty(b, dtype=torch.int64, device=device)
     if which == "triton":
-        from fsgen_engine.kernels.verify import verify_triton
+        from fsgen_engine.kernels.sample_split import verify_any_triton as verify_triton
 
         verify_triton(draft_tokens, target_logits, draft_probs, num_draft, params.temperature, params.top_k,
                       params.top_p, params.min_p, seed, accepted, next_token)

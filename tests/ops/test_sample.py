@@ -167,3 +167,74 @@ def test_tensor_errors():
         sample(torch.randn(10, 2).t())
     with pytest.raises(ValueError, match="empty vocabulary"):
         sample(torch.randn(2, 0))
+
+
+def _split_devices():
+    from fsgen_engine.ops._dispatch import available_backends as avail
+    from tests.conftest import DEVICES as devs
+    return [d for d in devs if "triton" in avail(torch.device(d), native=None, triton_kernel=True)]
+
+
+def _split_sample(logits, t, k, p, m, seed, ch):
+    from fsgen_engine.kernels.sample_split import sample_split_triton
+    from fsgen_engine.ops.sample import draw_seed
+
+    b = logits.shape[0]
+    dev = logits.device
+    full = lambda v, dt: (v if isinstance(v, torch.Tensor) else torch.full((b,), v, dtype=dt)).to(dev)  # noqa: E731
+    out = torch.full((b,), -7, dtype=torch.int64, device=dev)
+    sample_split_triton(logits, full(t, torch.float32), full(k, torch.int64), full(p, torch.float32),
+                        full(m, torch.float32), draw_seed(generator(dev.type, seed), dev), out, ch=ch,
+                        kc=8 if dev.type == "cpu" else None)
+    return out.cpu()
+
+
+@pytest.mark.parametrize("device", _split_devices())
+def test_split_row_sampler_filters_and_special_rows(device):
+    """kernels/sample_split.py (the GPU sampler at every batch size): mixed filters, rows that need the
+    full-pass fallback (flat rows under top-p / min-p, ties at the top-k boundary, top_k > KC), greedy,
+    NaN / -inf rows, across ragged column splits."""
+    b, v = 24, 1000
+    ch = 256 if device == "cpu" else 4096   # CPU: 4 splits, 8 candidates each (kc=8)
+    logits = torch.randn(b, v) * 3
+    logits[0] = 0.0                                   # flat: top-p and min-p keep everything -> fallback
+    logits[1, :500] = 1.0                             # 500-way tie at the top-k boundary -> fallback
+    logits[2, ::2] = float("nan")                     # NaN never sampled
+    logits[3] = float("-inf")                         # no valid token -> 0
+    logits[4, 700:] = float("-inf")
+    t = torch.tensor([1.0, 0.7, 1.0, 1.0, 0.0, 1.3] * 4)
+    k = torch.tensor([0, 5, 0, 40, 0, 200] * 4)       # 200 > KC = 64: full pass
+    p = torch.tensor([0.9, 1.0, 0.8, 0.95, 1.0, 1.0, 0.5, 1.0] * 3)
+    m = torch.tensor([0.0, 0.0, 0.05, 0.0] * 6)
+    ok = allowed(logits, t, k, p, m)
+    for seed in range(3):
+        out = _split_sample(logits.to(device), t, k, p, m, seed, ch)
+        assert ok[torch.arange(b), out].all(), (seed, out)
+        assert out[3] == 0 and out[2] % 2 == 1
+        assert out[4] == logits[4].argmax()
+
+
+@pytest.mark.parametrize("device", _split_devices())
+def test_split_row_sampler_distribution(device):
+    """Chi-square (p > 1e-4 per config: a correct sampler fails each with probability 1e-4) over rows
+    longer than one split, for the candidate path, the no-filter race and the fallback."""
+    # the interpreter runs programs one by one: on the CPU, 2 splits of 32 columns, 8 candidates each
+    ch = 32 if device == "cpu" else 4096
+    v = 60 if device == "cpu" else 9000
+    row = torch.full((v,), float("-inf"))
+    row[:8] = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -1.5])
+    row[v - 3:] = torch.tensor([1.2, 0.3, 1.9])        # candidates in the last split too
+    n = 400 if device == "cpu" else 4096
+    logits = row.repeat(n, 1).to(device)
+    support_cols = torch.nonzero(row > float("-inf")).flatten()
+    configs = [dict(t=1.0, k=0, p=1.0, m=0.0), dict(t=0.8, k=6, p=1.0, m=0.0), dict(t=1.5, k=0, p=0.9, m=0.0),
+               dict(t=1.0, k=0, p=1.0, m=0.2), dict(t=1.2, k=8, p=0.85, m=0.05)]
+    for i, c in enumerate(configs):
+        probs = filtered_probs(row[None], torch.tensor([c["t"]]), torch.tensor([c["k"]]), torch.tensor([c["p"]]),
+                               torch.tensor([c["m"]]))[0]
+        out = _split_sample(logits, c["t"], c["k"], c["p"], c["m"], 50 + i, ch)
+        counts = torch.bincount(out, minlength=v).double()
+        assert counts[probs == 0].sum() == 0, (c, out.unique())
+        sup = probs[support_cols] > 0
+        pval = stats.chisquare(counts[support_cols][sup].numpy(), (probs[support_cols][sup] * n).numpy()).pvalue
+        assert pval > P_THRESHOLD, (c, pval)

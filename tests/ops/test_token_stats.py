@@ -163,3 +163,21 @@ def test_validation_errors():
         token_stats(torch.randn(2, 4), backend="gpu")
     with pytest.raises(ValueError, match="backend='cuda' is not available"):
         token_stats(torch.randn(2, 4), backend="cuda")
+
+
+@pytest.mark.parametrize("splits", [2, 3, 7])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_row_kernel_matches_reference(device, splits, dtype):
+    """The split-row Triton kernel (small batches on a GPU) on ordinary and special rows, with a
+    split count that leaves a ragged last split."""
+    from fsgen_engine.kernels.token_stats_split import token_stats_split_triton
+    from fsgen_engine.ops._dispatch import available_backends as avail
+
+    if "triton" not in avail(torch.device(device), native=None, triton_kernel=True):
+        pytest.skip("Triton is not available for this device")
+    V = 4500 if device == "cpu" else 151936
+    for x in (make(3, V, dtype, device), special_rows(V, dtype, device)):
+        out = torch.full((4, x.shape[0]), 123.0, device=device)
+        arg = torch.full((x.shape[0],), -5, dtype=torch.int64, device=device)
+        token_stats_split_triton(x, out, arg, splits)
+        check(TokenStats(out[0], out[1], out[2], arg, out[3]), x)

@@ -140,3 +140,73 @@ def test_errors():
     # hot path: no value checks, out-of-range values are clamped/rejected, never out-of-range tokens
     acc, nxt = verify(torch.tensor([[0, 99, 0], [0, 0, 0]]), x, num_draft=torch.tensor([7, -1]), _validated=True)
     assert acc.tolist()[1] == 0 and acc[0] <= 1 and ((nxt >= 0) & (nxt < 10)).all()
+
+
+def _split_devices():
+    from fsgen_engine.ops._dispatch import available_backends as avail
+    from tests.conftest import DEVICES as devs
+    return [d for d in devs if "triton" in avail(torch.device(d), native=None, triton_kernel=True)]
+
+
+def _split_verify(draft, logits, q, nd, t, k, p, m, seed, ch):
+    from fsgen_engine.kernels.sample_split import verify_split_triton
+    from fsgen_engine.ops.sample import draw_seed
+
+    b = logits.shape[0]
+    dev = logits.device
+    full = lambda v, dt: (v if isinstance(v, torch.Tensor) else torch.full((b,), v, dtype=dt)).to(dev)  # noqa: E731
+    acc = torch.full((b,), -7, dtype=torch.int64, device=dev)
+    nxt = torch.full((b,), -7, dtype=torch.int64, device=dev)
+    verify_split_triton(draft.to(dev), logits, None if q is None else q.to(dev), nd.to(dev), full(t, torch.float32),
+                        full(k, torch.int64), full(p, torch.float32), full(m, torch.float32),
+                        draw_seed(generator(dev.type, seed), dev), acc, nxt, ch=ch,
+                        kc=8 if dev.type == "cpu" else None)
+    return acc.cpu(), nxt.cpu()
+
+
+@pytest.mark.parametrize("device", _split_devices())
+def test_split_row_verify_greedy(device):
+    """kernels/sample_split.py's verifier (the GPU path): greedy rows over ragged column splits."""
+    b, k, v = 5, 3, 300 if device == "cpu" else 151936
+    ch = 128 if device == "cpu" else 4096   # CPU: 3 splits
+    logits = torch.randn(b, k + 1, v)
+    logits[3, 1, ::3] = float("nan")
+    arg = logits.float().argmax(-1)
+    arg[3, 1] = torch.nan_to_num(logits[3, 1], nan=float("-inf")).argmax()
+    draft = arg[:, :k].clone()
+    draft[1, 0] = (draft[1, 0] + 1) % v
+    draft[2, 2] = (draft[2, 2] + 1) % v
+    nd = torch.tensor([3, 3, 3, 0, 2])
+    acc, nxt = _split_verify(draft, logits.to(device), None, nd, 0.0, 0, 1.0, 0.0, 0, ch)
+    e_acc, e_nxt = greedy_expect(draft, torch.nan_to_num(logits, nan=float("-inf")), nd)
+    assert torch.equal(acc, e_acc) and torch.equal(nxt, e_nxt), (acc, nxt, e_acc, e_nxt)
+
+
+@pytest.mark.parametrize("device", _split_devices())
+def test_split_row_verify_is_lossless(device):
+    """First emitted token ~ the target's filtered distribution (chi-square, p > 1e-4: a correct
+    verifier fails each case with probability 1e-4), through the candidate path (top-k / top-p) and
+    the full-row fallback (no filter)."""
+    n = 400 if device == "cpu" else 4096
+    v = 60 if device == "cpu" else 5000
+    ch = 32 if device == "cpu" else 4096
+    torch.manual_seed(4)
+    row = torch.full((2, v), float("-inf"))
+    row[:, :8] = torch.randn(2, 8)
+    row[:, v - 2:] = torch.randn(2, 2)              # in the second split
+    q_row = torch.zeros(1, v)
+    q_row[0, :10] = torch.softmax(torch.randn(10) * 2, -1)
+    cols = torch.nonzero(row[0] > float("-inf")).flatten()
+    for i, filt in enumerate([dict(t=1.0, k=5, p=1.0, m=0.0), dict(t=0.8, k=0, p=0.9, m=0.0),
+                              dict(t=1.2, k=0, p=1.0, m=0.0)]):
+        p = filtered_probs(row[:1], torch.tensor([filt["t"]]), torch.tensor([filt["k"]]), torch.tensor([filt["p"]]),
+                           torch.tensor([filt["m"]]))[0]
+        draft = torch.multinomial(q_row[0], n, replacement=True, generator=generator("cpu", 7 + i))[:, None]
+        acc, nxt = _split_verify(draft, row.repeat(n, 1, 1).to(device), q_row.repeat(n, 1, 1), torch.ones(n, dtype=torch.int64),
+                                 filt["t"], filt["k"], filt["p"], filt["m"], 60 + i, ch)
+        first = torch.where(acc > 0, draft[:, 0], nxt)
+        counts = torch.bincount(first, minlength=v).double()
+        assert counts[p == 0].sum() == 0, (filt, first.unique())
+        sup = p[cols] > 0
+        pval = stats.chisquare(counts[cols][sup].numpy(), (p[cols][sup] * n).numpy()).pvalue
+        assert pval > P_THRESHOLD, (filt, pval)

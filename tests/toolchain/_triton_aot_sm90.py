@@ -74,6 +74,23 @@ def _sample(dtype, B, V):
     return run
 
 
+def _sample_split(dtype, B, V):
+    def run(T):
+        from fsgen_engine.kernels.sample_split import sample_any_triton
+        sample_any_triton(T((B, V), dtype), *_sampling_params(T, B), T((B,), i64))
+    return run
+
+
+def _verify_split(dtype, B, K, V, q_dtype):
+    def run(T):
+        from fsgen_engine.kernels.sample_split import verify_any_triton
+        t, k, p, mp, seed = _sampling_params(T, B)
+        q = T((B, K, V), q_dtype) if q_dtype is not None else None
+        verify_any_triton(T((B, K), i64), T((B, K + 1, V), dtype), q, T((B,), i64), t, k, p, mp, seed,
+                          T((B,), i64), T((B,), i64))
+    return run
+
+
 def _verify(dtype, B, K, V, q_dtype):
     def run(T):
         from fsgen_engine.kernels.verify import verify_triton
@@ -107,12 +124,20 @@ CASES = {
     "token_stats-fp32-V32000": _token_stats(f32, 8, 32000),
     "token_stats-bf16-V128256": _token_stats(bf16, 8, 128256),
     "token_stats-fp16-V1000": _token_stats(f16, 8, 1000),
+    "token_stats-bf16-B1-V151936-split": _token_stats(bf16, 1, 151936),
+    "token_stats-fp32-B1024-V32000-rowwise": _token_stats(f32, 1024, 32000),
+    "token_stats-fp32-B16-V151936-split": _token_stats(f32, 16, 151936),
     "fuse_logits-fp16-contrastive-V32000": _fuse_logits(f16, f16, None, 32000, mask=True),
     "fuse_logits-bf16-proxy-V152064": _fuse_logits(bf16, bf16, bf16, 152064, mask=False),
     "fuse_logits-mixed-weighted-V1000": _fuse_logits(f32, f16, bf16, 1000, mask=True),
     "sample-fp32-B1-V32000": _sample(f32, 1, 32000),
     "sample-bf16-B64-V152064": _sample(bf16, 64, 152064),
     "sample-fp16-B8-V256-rows4": _sample(f16, 8, 256),
+    # the GPU path of ops.sample / ops.verify: split rows (kernels/sample_split.py) + full-row fallback
+    "sample_split-bf16-B1-V151936": _sample_split(bf16, 1, 151936),
+    "sample_split-fp32-B64-V32000": _sample_split(f32, 64, 32000),
+    "verify_split-bf16-q_fp32-K4-V151936": _verify_split(bf16, 4, 4, 151936, f32),
+    "verify_split-fp16-greedy-K5-V32000": _verify_split(f16, 8, 5, 32000, None),
     "verify-bf16-q_fp32-K4-V128256": _verify(bf16, 8, 4, 128256, f32),
     "verify-fp16-greedy-K4-V32000": _verify(f16, 8, 4, 32000, None),
     "verify-fp32-q_fp16-K3-V512-rows2": _verify(f32, 2, 3, 512, f16),
@@ -186,7 +211,8 @@ class _Recorder:
 
 def _kernel_modules():
     import importlib
-    names = ("token_stats", "fuse_logits", "sample", "verify", "store_kv", "paged_attention")
+    names = ("token_stats", "token_stats_split", "fuse_logits", "sample", "sample_split", "verify", "store_kv",
+             "paged_attention")
     return [importlib.import_module(f"fsgen_engine.kernels.{n}") for n in names]
 
 
