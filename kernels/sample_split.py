@@ -209,6 +209,7 @@ def _verify_stage2(cand_ptr, mz_ptr, sz_ptr, S, V, K, draft_ptr, d_s0, q_ptr, q_
     token = tl.full([], 0, tl.int32)
     for i in range(0, K + 1):
         if active:
+            i = b * 0 + i        # a tensor under the interpreter too (where range() yields ints)
             r = b * (K + 1) + i
             z, col, M, total_row = _row_candidates(cand_ptr, mz_ptr, sz_ptr, r, S, SMAX, KC)
             z0 = tl.max(z, axis=0)
@@ -216,7 +217,8 @@ def _verify_stage2(cand_ptr, mz_ptr, sz_ptr, S, V, K, draft_ptr, d_s0, q_ptr, q_
             greedy = (t == 0.0) | (z0 == NEG) | (z0 == float("inf"))
             arg = tl.where(z0 == NEG, 0, first)
             is_bonus = i >= n
-            x = tl.load(draft_ptr + b.to(tl.int64) * d_s0 + i, mask=~is_bonus, other=-1)
+            not_bonus = i < n
+            x = tl.load(draft_ptr + b.to(tl.int64) * d_s0 + i, mask=not_bonus, other=-1)
             in_range = (x >= 0) & (x < V)
             if greedy:
                 emit = is_bonus | (x != arg)
@@ -229,8 +231,8 @@ def _verify_stage2(cand_ptr, mz_ptr, sz_ptr, S, V, K, draft_ptr, d_s0, q_ptr, q_
                 px = tl.sum(tl.where(col == x, p, 0.0), axis=0)
                 if HAS_Q:
                     qrow = q_ptr + b.to(tl.int64) * q_s0 + i.to(tl.int64) * q_s1
-                    qx = tl.load(qrow + tl.where(in_range, x, 0), mask=in_range & ~is_bonus, other=0.0).to(tl.float32)
-                    qc = tl.load(qrow + col, mask=keep & ~is_bonus, other=0.0).to(tl.float32)
+                    qx = tl.load(qrow + tl.where(in_range, x, 0), mask=in_range & not_bonus, other=0.0).to(tl.float32)
+                    qc = tl.load(qrow + col, mask=(wk * not_bonus.to(tl.float32)) > 0.0, other=0.0).to(tl.float32)
                 else:
                     qx = tl.where(in_range, 1.0, 0.0)
                     qc = (col == x).to(tl.float32)

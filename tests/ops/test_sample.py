@@ -224,11 +224,12 @@ def test_split_row_sampler_distribution(device):
     row = torch.full((v,), float("-inf"))
     row[:8] = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -1.5])
     row[v - 3:] = torch.tensor([1.2, 0.3, 1.9])        # candidates in the last split too
-    n = 400 if device == "cpu" else 4096
+    n = 300 if device == "cpu" else 4096
     logits = row.repeat(n, 1).to(device)
     support_cols = torch.nonzero(row > float("-inf")).flatten()
-    configs = [dict(t=1.0, k=0, p=1.0, m=0.0), dict(t=0.8, k=6, p=1.0, m=0.0), dict(t=1.5, k=0, p=0.9, m=0.0),
-               dict(t=1.0, k=0, p=1.0, m=0.2), dict(t=1.2, k=8, p=0.85, m=0.05)]
+    configs = [dict(t=1.0, k=0, p=1.0, m=0.0), dict(t=1.5, k=0, p=0.9, m=0.0), dict(t=1.2, k=8, p=0.85, m=0.05)]
+    if device != "cpu":   # the interpreter is slow: the CPU keeps one config per path
+        configs += [dict(t=0.8, k=6, p=1.0, m=0.0), dict(t=1.0, k=0, p=1.0, m=0.2)]
     for i, c in enumerate(configs):
         probs = filtered_probs(row[None], torch.tensor([c["t"]]), torch.tensor([c["k"]]), torch.tensor([c["p"]]),
                                torch.tensor([c["m"]]))[0]

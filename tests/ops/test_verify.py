@@ -187,7 +187,7 @@ def test_split_row_verify_is_lossless(device):
     """First emitted token ~ the target's filtered distribution (chi-square, p > 1e-4: a correct
     verifier fails each case with probability 1e-4), through the candidate path (top-k / top-p) and
     the full-row fallback (no filter)."""
-    n = 400 if device == "cpu" else 4096
+    n = 300 if device == "cpu" else 4096
     v = 60 if device == "cpu" else 5000
     ch = 32 if device == "cpu" else 4096
     torch.manual_seed(4)
