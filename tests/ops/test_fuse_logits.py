@@ -157,3 +157,27 @@ def test_validation_errors():
         fuse_logits(x, torch.randn(10, 2).t(), method="contrastive")
     with pytest.raises(ValueError, match="backend='cuda' is not available"):
         fuse_logits(x, y, method="contrastive", backend="cuda")
+
+
+@pytest.mark.parametrize("splits", [2, 5])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_split_row_kernel(device, splits, dtype):
+    """The split-row Triton kernel (small batches on a GPU), forced to a ragged split count, with and
+    without the plausibility mask, on special values."""
+    from fsgen_engine.kernels.fuse_logits import fuse_logits_triton
+
+    if "triton" not in backends(device):
+        pytest.skip("Triton is not available for this device")
+    V = 3000 if device == "cpu" else 151936
+    large = torch.randn(3, V) * 3
+    small = torch.randn(3, V) * 3
+    large[0, ::5] = -math.inf
+    large[1, 10] = math.nan
+    small[2, ::7] = -math.inf
+    large, small = large.to(dtype).to(device), small.to(dtype).to(device)
+    for method, kw in METHODS[:2] + [("weighted", {"weights": (1.0, -0.5)})]:
+        ref, log_alpha = expected(large, small, None, method, kw)
+        w_l, w_s, w_f, _ = resolve_weights(method, kw.get("alpha"), kw.get("beta"), kw.get("weights"))
+        out = torch.full((3, V), 7.0, device=device)
+        fuse_logits_triton(large, small, None, w_l, w_s, w_f, log_alpha, out, splits=splits)
+        assert_fused(out, large, ref, log_alpha, dtype)

@@ -128,6 +128,8 @@ CASES = {
     "token_stats-fp32-B1024-V32000-rowwise": _token_stats(f32, 1024, 32000),
     "token_stats-fp32-B16-V151936-split": _token_stats(f32, 16, 151936),
     "fuse_logits-fp16-contrastive-V32000": _fuse_logits(f16, f16, None, 32000, mask=True),
+    "fuse_logits-bf16-contrastive-B1-V151936-split": _fuse_logits(bf16, bf16, None, 151936, mask=True, B=1),
+    "fuse_logits-fp32-weighted-B1024-V32000-rowwise": _fuse_logits(f32, f32, None, 32000, mask=False, B=1024),
     "fuse_logits-bf16-proxy-V152064": _fuse_logits(bf16, bf16, bf16, 152064, mask=False),
     "fuse_logits-mixed-weighted-V1000": _fuse_logits(f32, f16, bf16, 1000, mask=True),
     "sample-fp32-B1-V32000": _sample(f32, 1, 32000),
