@@ -101,6 +101,7 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
     from fsgen_engine.benchmark.harness import resolve_device_dtype
     from fsgen_engine.benchmark.demo_report import print_generations, summarize, write_outputs
     from fsgen_engine.engine import Engine
+    from fsgen_engine.generate_args import generate_kwargs
 
     console = console or Console()
     cfg = cfg.resolved()
@@ -151,7 +152,8 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            outs = engine.generate(ids, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, progress=False, **m.kwargs)
+            outs = engine.generate(ids, **generate_kwargs(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                                                          progress=False, **m.kwargs))
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             timings[m.label] = time.perf_counter() - t0

@@ -1,8 +1,9 @@
 """Engine: owns the models, the shared paged KV pool and the decode loop.
 
-    from fsgen_engine import Engine
+    from fsgen_engine import Engine, MethodOptions, SamplingParams
     eng = Engine("Qwen/large-folder", "small.gguf")                 # or "early_exit:N" as small
-    outs = eng.generate(["Question: ..."], method="speculative", num_draft_tokens=5)
+    outs = eng.generate(["Question: ..."], SamplingParams(temperature=0.7, seed=0), method="speculative",
+                        options=MethodOptions(num_draft_tokens=5))
 
 Rows are admitted as KV pages allow (each row reserves its worst case up front, so a step never runs
 out of pages) and up to ``max_batch`` at a time; a finished row frees its pages at once and the next
@@ -16,14 +17,28 @@ import time
 
 import torch
 
+from fsgen_engine.config import env_cuda_graphs, env_kv_memory, env_page_size
+from fsgen_engine.core import SamplingParams, resolve_device, resolve_dtype
+from fsgen_engine.generate_args import (MAX_DRAFT_TOKENS, MethodOptions, check_max_new_tokens, check_num_samples,
+                                        method_config, resolve_legacy, tokenize_prompts)
+from fsgen_engine.kv import KVPool
 from fsgen_engine.methods import make_method
 from fsgen_engine.outputs import GenerationOutput
-from fsgen_engine.runtime.executor import Sampler, StepRunner
-from fsgen_engine.runtime.generate_args import check_num_samples, method_config, tokenize_prompts
+from fsgen_engine.runtime.cuda_graphs import GRAPH_MAX_Q_LEN, GraphedForward, graphs_supported
+from fsgen_engine.runtime.executor import StepRunner
+from fsgen_engine.runtime.model_info import check_tokenizers, eos_ids_of, kv_spec_of, max_positions_of, vocab_size_of
 from fsgen_engine.runtime.rows import Row, StopRules
+from fsgen_engine.runtime.sampler import Sampler
 from fsgen_engine.runtime.scheduler import Scheduler
-from fsgen_engine.runtime.model_info import (check_tokenizers, eos_ids_of, kv_spec_of, max_positions_of,
-                                             resolve_device, resolve_dtype, vocab_size_of)
+
+# Slack in the KV sizing. A row's KV never holds more than prompt + max_new - 1 + lookahead tokens
+# (the KV lag rule, runtime/rows.py, plus the drafts a method feeds past its tokens); every bound below
+# adds a little on top of that on purpose, so an off-by-one in a method costs a page, not a crash.
+ROW_SLACK_TOKENS = 1        # pages reserved per row: prompt + max_new + lookahead + 1 tokens
+POOL_CAP_SLACK_TOKENS = 2   # pool size cap: max_batch full-context rows of max_positions + 2 tokens each
+# CUDA-graph page tables are this many tokens wider than the context: room for a speculative round's
+# drafts (a row needing more pages, e.g. adaptive K > 64 near the end of the context, runs eagerly)
+GRAPH_SLACK_TOKENS = MAX_DRAFT_TOKENS
 
 
 class Engine:
@@ -34,19 +49,22 @@ class Engine:
     first N layers + its final norm and LM head, sharing its weights (self-speculative drafting).
     The tokenizers must agree on every shared id (vocab sizes may differ by padding rows only).
     All models share one paged KV pool of ``kv_memory`` bytes (``"2GiB"``, a fraction of free device
-    memory, or None: ``FSGEN_KV_MEMORY``) with ``page_size`` tokens per page; ``num_pages`` fixes the
-    page count instead (tests). ``cuda_graphs``: replay CUDA graphs of the uniform decode and verify
+    memory, or None: ``FSGEN_KV_MEMORY``) with ``page_size`` tokens per page (None: ``FSGEN_PAGE_SIZE``,
+    16 by default); ``num_pages`` fixes the page count instead (tests). ``cuda_graphs``: replay CUDA graphs of the uniform decode and verify
     steps (None = ``FSGEN_CUDA_GRAPHS``, on by default; only on CUDA; ``engine.graph_status`` says per
-    model whether graphs are used and why not).
+    model whether graphs are used and why not; graphs cover uniform steps of up to ``GRAPH_MAX_Q_LEN``
+    tokens per row, so verification of ``K >= GRAPH_MAX_Q_LEN`` drafts runs eagerly).
     """
 
     def __init__(self, large, small, small_ft=None, *, device="auto", dtype="auto", kv_memory=None,
-                 max_batch: int = 32, page_size: int = 16, num_pages: int | None = None,
+                 max_batch: int = 32, page_size: int | None = None, num_pages: int | None = None,
                  cuda_graphs: bool | None = None):
         if cuda_graphs not in (None, True, False):
             raise ValueError(f"cuda_graphs={cuda_graphs!r} must be True, False or None (FSGEN_CUDA_GRAPHS, on by default)")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch={max_batch!r} must be an integer >= 1")
+        if page_size is None:
+            page_size = env_page_size()
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ValueError(f"page_size={page_size!r} must be an integer >= 1 (tokens per KV page), e.g. 16")
         self.device = resolve_device(device)
@@ -69,14 +87,10 @@ class Engine:
         self.vocab_size = min(vocab_size_of(m) for m in self.models.values())
         self.max_positions = min(max_positions_of(m) for m in self.models.values())
         self.eos_ids = sorted(eos_ids_of(self.models["large"], self.tokenizer))
-        from fsgen_engine.kv import KVPool
-
         specs = {m: kv_spec_of(model, self.dtype, self.device) for m, model in self.models.items()}
         if num_pages is None:
             # never more pages than max_batch full-context rows of every model could use
-            cap = max_batch * len(specs) * -(-(self.max_positions + 2) // page_size)
-            from fsgen_engine.config import env_kv_memory
-
+            cap = max_batch * len(specs) * -(-(self.max_positions + POOL_CAP_SLACK_TOKENS) // page_size)
             mem = kv_memory if kv_memory is not None else env_kv_memory(self.device.type)
             num_pages = min(cap, KVPool.num_pages_for(specs, page_size, mem))
         self.kv = KVPool.create(specs, page_size=page_size, num_pages=int(num_pages))
@@ -87,9 +101,6 @@ class Engine:
 
     def _build_graphs(self, cuda_graphs: bool | None) -> dict:
         """One ``GraphedForward`` per model that can be graphed (CUDA, Triton attention); see runtime/cuda_graphs.py."""
-        from fsgen_engine.config import env_cuda_graphs
-        from fsgen_engine.runtime.cuda_graphs import GraphedForward, graphs_supported
-
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a CUDA device but the engine runs on {self.device}; "
                              f"leave cuda_graphs=None or pass device='cuda'")
@@ -101,13 +112,14 @@ class Engine:
             return graphs
         S = self.kv.page_size
         # room for the longest row the engine admits: its context plus the drafts of a speculative round
-        width = min(self.kv.num_pages, -(-(self.max_positions + 64) // S))
+        width = min(self.kv.num_pages, -(-(self.max_positions + GRAPH_SLACK_TOKENS) // S))
         for m, model in self.models.items():
             why = graphs_supported(model)
-            self.graph_status[m] = why or "on"
+            self.graph_status[m] = why or (f"on (uniform steps of up to {GRAPH_MAX_Q_LEN} tokens per row: "
+                                           f"verification of K >= {GRAPH_MAX_Q_LEN} drafts runs eagerly)")
             if why is None:
                 graphs[m] = GraphedForward(model, self.kv.cache(m), max_batch=self.max_batch, max_pages=width,
-                                           page_size=S)
+                                           page_size=S, max_q_len=GRAPH_MAX_Q_LEN)
         return graphs
 
     # ------------------------------------------------------------------ loading
@@ -155,60 +167,53 @@ class Engine:
         return self._next_seq
 
     # ------------------------------------------------------------------ generate
-    def generate(self, prompts, *, method: str, router=None, max_new_tokens: int = 128, stop=None,
-                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed=None,
-                 num_draft_tokens: int = 5, adaptive_draft: bool = False, target=None, alpha=None, beta=None,
-                 preset=None, mismatch_reference=None, ignore_eos: bool = False, chat: bool = False,
-                 progress: bool = True, bild_rollback: float = 5.0, bild_max_small: int = 10,
-                 trace_topk: int = 0, n: int = 1) -> list[GenerationOutput]:
+    def generate(self, prompts, sampling: SamplingParams | None = None, *, method: str, router=None,
+                 options: MethodOptions | None = None, max_new_tokens: int = 128, n: int = 1, stop=None,
+                 ignore_eos: bool = False, chat: bool = False, trace_topk: int = 0, progress: bool = True,
+                 **deprecated) -> list[GenerationOutput]:
         """Generate a continuation for each prompt with a collaboration method.
 
         prompts: list of strings (chat template applied when ``chat=True`` and the tokenizer has one) or
             token-id lists; a single string is accepted too.
+        sampling: ``SamplingParams(temperature, top_k, top_p, min_p, seed)``, applied after fusion;
+            None = greedy.
         method: ``large`` | ``small`` | ``oracle`` | ``contrastive`` | ``proxy`` | ``speculative`` | ``bild``.
         router: when System 2 is called (oracle / contrastive / proxy; bild's fallback rule):
             ``always`` | ``never`` | ``max_prob:T`` | ``margin:T`` | ``entropy:T`` | ``learned:PATH`` (aliases
             normal, none, threshold, delta_threshold). None = ``always`` (bild: ``max_prob:0.6``).
-        max_new_tokens: >= 1 (capped by the models' context). stop: a string, a token id, or a list of
-            strings / token ids / token-id sequences; a stop string is removed from ``text``.
-        temperature (0 = greedy), top_k (0 = off), top_p (1 = off), min_p (0 = off): sampling after
-            fusion; seed: int for reproducible sampling.
-        num_draft_tokens: speculative K; adaptive_draft: per-row K in [1, 2K] (+1 after a fully accepted
-            round, -1 after a rejection). target: speculative target, None/"large", "contrastive" or
-            "proxy" (lossless w.r.t. the fused distribution).
-        alpha, beta, preset: fusion parameters. contrastive: preset ``"fsgen"`` (default; alpha 0.1,
-            beta 0.5), ``"obrien"``, or weights ``(w_l, w_s)``; proxy: alpha (default 1.0).
-        mismatch_reference: proxy only, ``"small"`` (the small base model's argmax, FS-GEN, default) or
-            ``"small_ft"``.
-        ignore_eos: keep generating past EOS. progress: a progress bar on stderr.
-        bild_rollback (5.0 nats) / bild_max_small (10): BiLD's rollback threshold and small-run limit.
+        options: ``MethodOptions`` (speculative K and target, fusion parameters, BiLD thresholds);
+            None = the defaults.
+        max_new_tokens: >= 1 (capped by the models' context). n: samples per prompt, 1..max_batch (with
+            sampling they differ; greedy gives n equal copies); a prompt's KV is computed once and
+            shared by its samples (copy on write).
+        stop: a string, a token id, or a list of strings / token ids / token-id sequences; a stop string
+            is removed from ``text``. ignore_eos: keep generating past EOS.
         trace_topk: K in [0, 1000]; > 0 records System 1's and System 2's top-K distributions per token in
             the trace (``TraceStep.small_topk_*`` / ``large_topk_*``; research records and top-K routers use
             100) at the cost of a softmax + top-K per model per step, copied with the step's one sync.
-
-        n: samples per prompt, 1..max_batch (with sampling they differ; greedy gives n equal copies). A
-            prompt's KV is computed once and shared by its samples (copy on write).
+        progress: a progress bar on stderr.
+        deprecated: the flat keywords of earlier releases (``temperature=``, ``num_draft_tokens=``, ...)
+            still work for this release, with a ``DeprecationWarning``.
 
         Returns ``n`` :class:`GenerationOutput` per prompt, prompt-major (all samples of prompt 0, then
         prompt 1, ...; ``meta["sample"]`` numbers them when ``n > 1``). Every argument is validated
         before any state changes; pages are returned to the pool when the call ends, also on error.
         """
-        cfg, prompt_ids, rules, sampler_args, seed = self._validate(
-            prompts, method=method, router=router, max_new_tokens=max_new_tokens, stop=stop,
-            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
-            num_draft_tokens=num_draft_tokens, adaptive_draft=adaptive_draft, target=target, alpha=alpha,
-            beta=beta, preset=preset, mismatch_reference=mismatch_reference, ignore_eos=ignore_eos, chat=chat,
-            bild_rollback=bild_rollback, bild_max_small=bild_max_small, trace_topk=trace_topk)
+        sampling, options = resolve_legacy(sampling, options, deprecated)
+        cfg = method_config(self.models, method=method, router=router, options=options, trace_topk=trace_topk)
+        check_max_new_tokens(max_new_tokens)
+        prompt_ids = tokenize_prompts(prompts, self.tokenizer, self.vocab_size, self.max_positions, chat)
+        rules = StopRules(self.tokenizer, self.eos_ids, stop, ignore_eos)
         check_num_samples(n, self.max_batch)
-        generator = None
-        if sampler_args["temperature"] > 0:
-            generator = torch.Generator(device=self.device)
-            if seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(int(seed))
-        sampler = Sampler(self.device, generator=generator, **sampler_args)
-        algo = make_method(cfg, self.runner, sampler, rules)
+        algo = make_method(cfg, self.runner, Sampler(self.device, sampling), rules)
+        groups, needs = self._plan(prompt_ids, algo, int(max_new_tokens), n)
+        t0 = time.perf_counter()
+        self.scheduler.run(algo, groups, needs, progress=progress, desc=f"fsgen {cfg.method}")
+        return self._outputs(prompts, groups, cfg, rules, time.perf_counter() - t0)
+
+    def _plan(self, prompt_ids: list[list[int]], algo, max_new_tokens: int, n: int) -> tuple[list, list]:
+        """One group of ``n`` rows per prompt and the KV pages each group may need in the worst case:
+        per model, its tokens plus the method's lookahead plus ``ROW_SLACK_TOKENS``."""
         S = self.kv.page_size
         groups, needs = [], []
         for i, p in enumerate(prompt_ids):
@@ -217,21 +222,27 @@ class Engine:
                 raise ValueError(f"prompt #{i} has {len(p)} tokens; with the method's lookahead of "
                                  f"{algo.lookahead} it leaves no room in the context of {self.max_positions} "
                                  f"tokens (max_position_embeddings); shorten it")
-            group = [Row(index=i, seq_id=-1, prompt=list(p), max_new=min(int(max_new_tokens), room))
-                     for _ in range(n)]
-            need = n * len(algo.model_ids) * -(-(len(p) + group[0].max_new + algo.lookahead + 1) // S)
+            group = [Row(index=i, seq_id=-1, prompt=list(p), max_new=min(max_new_tokens, room)) for _ in range(n)]
+            tokens = len(p) + group[0].max_new + algo.lookahead + ROW_SLACK_TOKENS
+            need = n * len(algo.model_ids) * -(-tokens // S)
             if need > self.kv.num_pages:
                 raise ValueError(f"prompt #{i} needs up to {need} KV pages ({len(p)} prompt + {group[0].max_new} new "
                                  f"tokens over {len(algo.model_ids)} models x {n} samples) but the pool has "
                                  f"{self.kv.num_pages}; raise kv_memory / FSGEN_KV_MEMORY or lower max_new_tokens")
             groups.append(group)
             needs.append(need)
-        t0 = time.perf_counter()
-        self.scheduler.run(algo, groups, needs, progress=progress, desc=f"fsgen {cfg.method}")
-        wall = time.perf_counter() - t0
+        return groups, needs
+
+    def _outputs(self, prompts, groups: list, cfg, rules: StopRules, wall: float) -> list[GenerationOutput]:
+        """The finished rows as ``GenerationOutput`` (prompt-major; ``meta`` records the resolved options)."""
         outs = []
         router_name = cfg.router.name if cfg.method not in ("large", "small", "speculative") else ""
         plist = [prompts] if isinstance(prompts, str) else list(prompts)
+        n = len(groups[0])
+        meta = {k: v for k, v in (("target", cfg.target),
+                                  ("num_draft_tokens", cfg.num_draft_tokens if cfg.method == "speculative" else None),
+                                  ("fuse", cfg.fuse), ("alpha", cfg.alpha), ("beta", cfg.beta),
+                                  ("trace_topk", cfg.trace_topk or None)) if v is not None}
         for r, sample in ((r, s) for g in groups for s, r in enumerate(g)):
             p = plist[r.index]
             st = r.stats
@@ -241,20 +252,8 @@ class Engine:
             outs.append(GenerationOutput(
                 token_ids=r.generated, text=r.final_text(rules), finish_reason=r.finish_reason or "length",
                 stats=st, trace=r.trace, prompt=p if isinstance(p, str) else [int(t) for t in p],
-                method=cfg.method, router=router_name,
-                meta={k: v for k, v in (("target", cfg.target), ("num_draft_tokens", cfg.num_draft_tokens
-                                                                   if cfg.method == "speculative" else None),
-                                        ("fuse", cfg.fuse), ("alpha", cfg.alpha), ("beta", cfg.beta),
-                                        ("trace_topk", cfg.trace_topk or None), ("sample", sample if n > 1 else None))
-                      if v is not None}))
+                method=cfg.method, router=router_name, meta={**meta, **({"sample": sample} if n > 1 else {})}))
         return outs
-
-    # ------------------------------------------------------------------ validation
-    def _validate(self, prompts, *, chat, stop, ignore_eos, **options):
-        cfg, sampler_args, seed = method_config(self.models, **options)
-        prompt_ids = tokenize_prompts(prompts, self.tokenizer, self.vocab_size, self.max_positions, chat)
-        rules = StopRules(self.tokenizer, self.eos_ids, stop, ignore_eos)
-        return cfg, prompt_ids, rules, sampler_args, seed
 
     def __repr__(self) -> str:
         return (f"Engine(large={self.names.get('large')!r}, small={self.names.get('small')!r}, "

@@ -7,4 +7,5 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
 . "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
+lint-imports --no-logo --no-cache   # the layer contract in pyproject.toml (docs/architecture.md)
 exec python -m pytest -q -n "${FSGEN_TEST_WORKERS:-2}" --dist loadgroup -p no:cacheprovider "$@" tests

@@ -224,11 +224,13 @@ class PairRunner:
         return row
 
     def run_engine(self, label: str, batch: int) -> Row:
+        from fsgen_engine.generate_args import generate_kwargs
+
         kw = dict(DEFAULT_METHODS[label]) if label in DEFAULT_METHODS else _parse_method(label)
         prompts = self.prompts(batch)
         def call(n=self.s.max_new_tokens):
-            return self.engine.generate(prompts, max_new_tokens=n, ignore_eos=True, seed=self.s.seed,
-                                        progress=False, **kw)
+            return self.engine.generate(prompts, **generate_kwargs(max_new_tokens=n, ignore_eos=True, seed=self.s.seed,
+                                                                   progress=False, **kw))
 
         secs, results = self._timed(call)
         outs = results[0]

@@ -139,13 +139,14 @@ def run(args) -> int:
     try:
         prompts = read_prompts(args)
         from fsgen_engine.engine import Engine
+        from fsgen_engine.generate_args import generate_kwargs
 
         kw = {k: getattr(args, k) for k in ("device", "dtype", "kv_memory", "max_batch", "page_size")
               if getattr(args, k) is not None}
         with err.status(f"loading {args.large} + {args.small}", spinner="dots") if not args.quiet else _null():
             engine = Engine(args.large, args.small, args.small_ft, **kw)
         t0 = time.perf_counter()
-        outputs = engine.generate(prompts, progress=not args.quiet, **gen_kwargs(args))
+        outputs = engine.generate(prompts, progress=not args.quiet, **generate_kwargs(**gen_kwargs(args)))
         wall = time.perf_counter() - t0
     except (ValueError, FileNotFoundError, OSError) as exc:
         print(f"fsgen generate: error: {exc}", file=sys.stderr)

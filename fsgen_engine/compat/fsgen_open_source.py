@@ -160,11 +160,14 @@ class FSGenOpenSource:
             return hf_generate(self.large_model, self.small_model, self.small_ft_model, prompt, method=spec.method,
                                router=router, max_new_tokens=max_tokens, stop_ids=stops, temperature=temperature,
                                seed=seed, learned=learned, **spec.kwargs)
+        from fsgen_engine.generate_args import generate_kwargs
+
         kw = dict(spec.kwargs)
         if self._distributions_from_trace(spec):
             kw["trace_topk"] = TOPK
         outs = self.engine.generate([prompt], method=spec.method, router=router, max_new_tokens=max_tokens,
-                                    stop=None, temperature=temperature, seed=seed, ignore_eos=True, **kw)
+                                    stop=None, ignore_eos=True,
+                                    **generate_kwargs(temperature=temperature, seed=seed, **kw))
         return outs[0]
 
     def _distributions_from_trace(self, spec) -> bool:

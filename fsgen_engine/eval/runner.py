@@ -79,13 +79,15 @@ def render_chat(engine, messages: list[dict]) -> str:
 
 
 def _generate(engine, prompts, cfg: EvalConfig, *, chat: bool, stop: list[str]):
+    from fsgen_engine.generate_args import generate_kwargs
+
     kw = {k: v for k, v in cfg.gen_kwargs.items() if v is not None}
     outs, wall = [], 0.0
     for i in range(0, len(prompts), max(1, cfg.batch_size)):
         chunk = prompts[i:i + cfg.batch_size]
         t0 = time.perf_counter()
         res = engine.generate(chunk, method=cfg.method, router=cfg.router, max_new_tokens=cfg.max_new_tokens,
-                              stop=stop or None, chat=chat, trace_topk=cfg.trace_topk, **kw)
+                              stop=stop or None, chat=chat, trace_topk=cfg.trace_topk, **generate_kwargs(**kw))
         wall += time.perf_counter() - t0
         outs.extend(res)
     return outs, wall

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fsgen_engine.runtime.forward_batch import ForwardBatch
+from fsgen_engine.core import ForwardBatch
 
 
 def _logits_rows(logits, q_lens: np.ndarray, cu: np.ndarray) -> np.ndarray:

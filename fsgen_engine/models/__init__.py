@@ -28,7 +28,7 @@ def load_model(path_or_spec, dtype="float32", device="cpu", *, tokenizer: bool =
     The tokenizer is None for a folder without tokenizer files (or when ``tokenizer=False``). Nothing is
     downloaded: a path that does not exist is a FileNotFoundError.
     """
-    from fsgen_engine.runtime.model_info import resolve_device, resolve_dtype
+    from fsgen_engine.core import resolve_device, resolve_dtype
 
     path = os.fspath(path_or_spec)
     if not os.path.exists(path):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from fsgen_engine import ops
 from fsgen_engine.models.config import ModelConfig
 from fsgen_engine.models.layers import Rotary
-from fsgen_engine.runtime.forward_batch import ForwardBatch
+from fsgen_engine.core import ForwardBatch
 
 
 class CausalLM:

@@ -86,7 +86,7 @@ def from_hf_model(hf_model, dtype: torch.dtype | None = None, device=None) -> Ca
     first = next(iter(hf_model.parameters()))
     dtype = first.dtype if dtype is None else dtype
     if isinstance(dtype, str):
-        from fsgen_engine.runtime.model_info import resolve_dtype
+        from fsgen_engine.core import resolve_dtype
 
         dtype = resolve_dtype(dtype, first.device)
     device = first.device if device is None else torch.device(device)

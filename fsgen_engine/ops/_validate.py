@@ -41,34 +41,20 @@ def check_nonempty(op: str, name: str, t: torch.Tensor, dim: int) -> None:
         raise ValueError(f"{op}: {name} has size 0 along dim {dim} (shape {tuple(t.shape)}); it must be non-empty")
 
 
-def per_row(op: str, name: str, value, batch: int, device: torch.device, *, lo: float | None = None,
-            hi: float | None = None, lo_open: bool = False, integer: bool = False, hint: str = "") -> torch.Tensor:
-    """Turn a scalar or a ``[B]`` tensor/sequence into a validated ``[B]`` float32 (or int64) tensor.
-
-    Validation of tensor values needs one host sync; it happens once per call, outside any kernel.
-    """
-    dtype = torch.int64 if integer else torch.float32
+def per_row(op: str, name: str, value, batch: int, device: torch.device) -> torch.Tensor:
+    """Turn a scalar or a ``[B]`` tensor/sequence into a ``[B]`` tensor on ``device`` (its own dtype; a
+    list becomes int64 or float64). Values are checked by the caller (``core.sampling.check_values``
+    for sampling parameters: one host sync per call, outside any kernel)."""
     if isinstance(value, torch.Tensor):
         if value.dim() == 0:
             value = value.reshape(1).expand(batch)
         if value.dim() != 1 or value.shape[0] != batch:
             raise ValueError(f"{op}: {name} must be a scalar or a [B]={batch} tensor, got shape {tuple(value.shape)}")
-        t = value.to(device=device, dtype=dtype)
-    elif isinstance(value, (list, tuple)):
+        return value.to(device=device)
+    if isinstance(value, (list, tuple)):
         if len(value) != batch:
             raise ValueError(f"{op}: {name} has {len(value)} values but the batch has {batch} rows")
-        t = torch.tensor(value, dtype=dtype, device=device)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        t = torch.full((batch,), value, dtype=dtype, device=device)
-    else:
-        raise TypeError(f"{op}: {name} must be a number or a [B] tensor, got {type(value).__name__}")
-    bad = ~torch.isfinite(t.float()) if not integer else torch.zeros_like(t, dtype=torch.bool)
-    if lo is not None:
-        bad |= (t <= lo) if lo_open else (t < lo)
-    if hi is not None:
-        bad |= t > hi
-    if bool(bad.any()):
-        first = t[bad][0].item()
-        rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise ValueError(f"{op}: {name}={first} is out of range {rng}{'; ' + hint if hint else ''}")
-    return t
+        return torch.tensor(value, device=device)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.full((batch,), value, device=device)
+    raise TypeError(f"{op}: {name} must be a number or a [B] tensor, got {type(value).__name__}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fsgen_engine.core.sampling import RANGES, check_value, check_values
 from fsgen_engine.ops._dispatch import choose_backend
 from fsgen_engine.ops._native import dtype_code, native
 from fsgen_engine.ops._validate import FLOAT_DTYPES, check_last_dim_contiguous, check_tensor, per_row
@@ -39,14 +40,10 @@ class SamplingTensors:
                 op: str = "sample") -> "SamplingTensors":
         """Validate scalars / ``[B]`` tensors (one host sync for tensors) and expand to ``[B]``."""
         device = torch.device(device)
-        return cls(
-            temperature=_param(op, "temperature", temperature, batch, device, lo=0.0,
-                               hint="use 0 for greedy or a positive temperature"),
-            top_k=_param(op, "top_k", top_k, batch, device, lo=0, integer=True, hint="use 0 to disable top-k"),
-            top_p=_param(op, "top_p", top_p, batch, device, lo=0.0, hi=1.0, lo_open=True,
-                         hint="use 1.0 to disable top-p"),
-            min_p=_param(op, "min_p", min_p, batch, device, lo=0.0, hi=1.0, hint="use 0.0 to disable min-p"),
-        )
+        return cls(temperature=_param(op, "temperature", temperature, batch, device),
+                   top_k=_param(op, "top_k", top_k, batch, device),
+                   top_p=_param(op, "top_p", top_p, batch, device),
+                   min_p=_param(op, "min_p", min_p, batch, device))
 
     def check(self, op: str, batch: int, device: torch.device) -> None:
         """Cheap (no sync) shape/device check used on the hot path."""
@@ -57,21 +54,15 @@ class SamplingTensors:
                                  f"[{batch}] on {device}; rebuild it with SamplingTensors.prepare({batch}, '{device}')")
 
 
-def _param(op, name, value, batch, device, *, lo=None, hi=None, lo_open=False, integer=False, hint=""):
+def _param(op, name, value, batch, device):
+    """A validated ``[B]`` tensor (int64 top_k, else float32); the ranges are ``core.sampling.RANGES``."""
+    dtype = torch.int64 if RANGES[name].integer else torch.float32
     if isinstance(value, numbers.Number) and not isinstance(value, (bool, torch.Tensor)):
         # Python scalar: check on the host, no device sync.
-        rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        bad = (integer and (isinstance(value, float) and not float(value).is_integer())) or not math.isfinite(value)
-        bad = bad or (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
-        if bad:
-            kind = "an integer in " if integer else ""
-            raise ValueError(f"{op}: {name}={value} must be {kind}{rng}{'; ' + hint if hint else ''}")
-        return torch.full((batch,), value, dtype=torch.int64 if integer else torch.float32, device=device)
-    if integer and isinstance(value, torch.Tensor) and value.is_floating_point():
-        if not bool((value == value.round()).all()):
-            raise ValueError(f"{op}: {name} must hold integers, got non-integral values; {hint}")
-    return per_row(op, name, value, batch, device, lo=lo, hi=hi, lo_open=lo_open, integer=integer,
-                   hint=hint).contiguous()
+        return torch.full((batch,), check_value(name, value, op=op), dtype=dtype, device=device)
+    t = per_row(op, name, value, batch, device)
+    check_values(name, t, op=op)
+    return t.to(dtype).contiguous()
 
 
 def draw_seed(generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

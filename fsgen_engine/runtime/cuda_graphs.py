@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import torch
 
-from fsgen_engine.runtime.forward_batch import ForwardBatch
+from fsgen_engine.core import ForwardBatch
 
 MIN_CONTEXT_BUCKET = 256
+# the largest uniform q_len graphed: decode (1) and verification of up to 15 drafts (K+1 tokens per
+# row); static buffers hold max_batch * GRAPH_MAX_Q_LEN tokens, so larger K runs eagerly instead
+GRAPH_MAX_Q_LEN = 16
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -110,7 +113,7 @@ class GraphedForward:
         backend: ``CudaGraphs`` (default on CUDA) or ``EmulatedGraphs``.
     """
 
-    def __init__(self, model, kv, *, max_batch: int, max_pages: int, page_size: int, max_q_len: int = 16,
+    def __init__(self, model, kv, *, max_batch: int, max_pages: int, page_size: int, max_q_len: int = GRAPH_MAX_Q_LEN,
                  backend=None):
         self.model, self.kv = model, kv
         self.device = torch.device(model.device)

@@ -4,8 +4,8 @@
 KV lags: a prompt, one new token, or a catch-up over every token since its last call), optionally
 followed by device-resident tokens (speculative drafts, never copied to the host), and returns the
 logits of the last ``n`` positions of each row, ``[B, n, V]`` float32 (``V`` = the vocabulary shared
-by all models: padding rows are dropped). ``choose`` turns ``[B, V]`` logits into tokens (argmax or
-``ops.sample``) and ``to_host`` reads a step's results in one device->host copy.
+by all models: padding rows are dropped). ``to_host`` reads a step's results in one device->host
+copy. (Token choice: ``runtime/sampler.py``.)
 """
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fsgen_engine import ops
-from fsgen_engine.ops.sample import SamplingTensors
 
 
 class StepRunner:
@@ -110,58 +108,6 @@ class StepRunner:
                 n = self.pool.seq_len(m, r.seq_id)
                 if n > v:
                     self.pool.truncate(m, r.seq_id, v)
-
-
-class Sampler:
-    """Token choice after fusion: argmax when greedy, else ``ops.sample`` with the call's parameters."""
-
-    def __init__(self, device, temperature: float, top_k: int, top_p: float, min_p: float,
-                 generator: torch.Generator | None):
-        self.device = torch.device(device)
-        self.greedy = temperature == 0
-        self.args = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
-        self.generator = generator
-        self._params: dict[int, SamplingTensors] = {}
-
-    def params(self, batch: int) -> SamplingTensors:
-        p = self._params.get(batch)
-        if p is None:
-            p = self._params[batch] = SamplingTensors.prepare(batch, self.device, **self.args)
-        return p
-
-    def choose(self, logits: torch.Tensor) -> torch.Tensor:
-        """``[B, V]`` -> ``[B]`` int64 tokens."""
-        if self.greedy:
-            return torch.argmax(logits, dim=-1)
-        return ops.sample(logits, params=self.params(logits.shape[0]), generator=self.generator)
-
-    def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """The sampling distribution ``[B, V]`` float32 (after temperature and filters), as
-        ``reference.sample.filtered_probs`` defines it."""
-        a = self.args
-        if a["top_p"] < 1.0 or a["min_p"] > 0.0:
-            from fsgen_engine.reference.sample import filtered_probs
-
-            p = self.params(logits.shape[0])
-            return filtered_probs(logits, p.temperature, p.top_k, p.top_p, p.min_p).float()
-        # temperature and top-k only: a top-k threshold and one softmax, no sort of the vocabulary
-        x = logits.float()
-        x = x.masked_fill(torch.isnan(x), float("-inf"))
-        z = x / a["temperature"]
-        k = int(a["top_k"])
-        if 0 < k < z.shape[-1]:
-            kth = torch.topk(z, k, dim=-1).values[:, -1:]
-            z = z.masked_fill(z < kth, float("-inf"))      # boundary ties kept, as in the reference
-        p = torch.softmax(z, dim=-1)
-        empty = ~(x > float("-inf")).any(dim=-1, keepdim=True)
-        onehot0 = torch.zeros_like(p)
-        onehot0[:, 0] = 1.0
-        return torch.where(empty, onehot0, p)   # no valid token: the one-hot on token 0
-
-    def draw(self, probs: torch.Tensor) -> torch.Tensor:
-        """Exact draw from ``probs [B, V]`` (exponential race; no multinomial, no sync)."""
-        e = torch.empty_like(probs).exponential_(generator=self.generator)
-        return torch.argmax(probs / e, dim=-1)
 
 
 def to_host(*tensors: torch.Tensor) -> list[np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fsgen_engine.generate_args import generate_kwargs
 from fsgen_engine.models import from_hf_model
 from fsgen_engine.runtime import cuda_graphs as CG
 from fsgen_engine.runtime.cuda_graphs import EmulatedGraphs, GraphedForward, batch_buckets
@@ -95,9 +96,9 @@ def _engine(device, graphs: bool):
 def test_engine_with_graphs_equals_eager(method, device):
     prompts = [[1, 5, 6, 7], [1, 9, 10, 11, 12, 13, 14, 15, 16], [1, 20]]
     kw = dict(method=method, max_new_tokens=12, num_draft_tokens=3, ignore_eos=True, progress=False)
-    want = [o.token_ids for o in _engine(device, False).generate(prompts, **kw)]
+    want = [o.token_ids for o in _engine(device, False).generate(prompts, **generate_kwargs(**kw))]
     eng = _engine(device, True)
-    got = [o.token_ids for o in eng.generate(prompts, **kw)]
+    got = [o.token_ids for o in eng.generate(prompts, **generate_kwargs(**kw))]
     assert got == want
     assert eng.graphs["large"].graphs, "the large model's uniform steps never ran through a graph"
     if method == "speculative":

@@ -3,12 +3,13 @@ import pytest
 import torch
 
 from conftest import PROMPTS
+from fsgen_engine.generate_args import generate_kwargs
 
 
 def gen(engine, prompts=PROMPTS, **kw):
     kw.setdefault("method", "large")
     kw.setdefault("max_new_tokens", 8)
-    return engine.generate(prompts, progress=False, **kw)
+    return engine.generate(prompts, progress=False, **generate_kwargs(**kw))
 
 
 def full(engine):

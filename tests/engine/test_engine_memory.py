@@ -8,6 +8,7 @@ import tracemalloc
 import torch
 
 from fsgen_engine.engine import Engine
+from fsgen_engine.generate_args import generate_kwargs
 from fsgen_engine.models import from_hf_model
 from tests.models.conftest import make_hf
 
@@ -30,7 +31,8 @@ def test_thousands_of_generations_leave_no_state():
     try:
         for rnd in range(3):
             for kw in methods:   # 250 prompts each: 3000 generations over the test
-                outs = eng.generate(prompts, max_new_tokens=3, ignore_eos=True, progress=False, **kw)
+                outs = eng.generate(prompts, max_new_tokens=3, ignore_eos=True, progress=False,
+                                    **generate_kwargs(**kw))
                 assert all(len(o.token_ids) == 3 for o in outs)
                 done += len(outs)
                 assert _state_sizes(eng) == empty, kw

@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from conftest import PROMPTS
+from fsgen_engine import MethodOptions, SamplingParams
+from fsgen_engine.generate_args import generate_kwargs
 from reference import bild_loop, routed_loop
 
 N = 10
@@ -10,7 +12,7 @@ N = 10
 
 def gen(engine, method, prompts=PROMPTS, n=N, **kw):
     kw.setdefault("ignore_eos", True)
-    return engine.generate(prompts, method=method, max_new_tokens=n, progress=False, **kw)
+    return engine.generate(prompts, method=method, max_new_tokens=n, progress=False, **generate_kwargs(**kw))
 
 
 def test_large_small_equal_hf_generate(toy_engine, hf_models):
@@ -116,8 +118,9 @@ def test_speculative_sampling_matches_large_distribution(far_engine, hf_models):
     prompt = [1, 40, 41]
     n_rows = 240
     kw = dict(temperature=1.3, top_k=6)
-    outs = far_engine.generate([prompt] * n_rows, method="speculative", max_new_tokens=1, num_draft_tokens=2,
-                               seed=1234, progress=False, ignore_eos=True, **kw)
+    outs = far_engine.generate([prompt] * n_rows, SamplingParams(seed=1234, **kw), method="speculative",
+                               options=MethodOptions(num_draft_tokens=2), max_new_tokens=1, progress=False,
+                               ignore_eos=True)
     first = torch.tensor([o.token_ids[0] for o in outs])
     with torch.no_grad():
         z = hf_models["large"](torch.tensor([prompt])).logits[0, -1:].float()

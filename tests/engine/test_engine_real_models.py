@@ -12,6 +12,8 @@ if not hasattr(models, "load_model"):
 
 from toy import make_hf, make_tokenizer  # noqa: E402
 
+from fsgen_engine import MethodOptions  # noqa: E402
+
 PROMPTS = [[1, 5, 6, 7], [1, 9, 10, 11, 12, 13, 14, 15, 16], [1, 20]]
 
 
@@ -40,8 +42,8 @@ def test_hf_folders_large_small_speculative(folders):
     large = [o.token_ids for o in eng.generate(PROMPTS, method="large", max_new_tokens=8, ignore_eos=True,
                                                progress=False)]
     for k in (1, 4):
-        outs = eng.generate(PROMPTS, method="speculative", num_draft_tokens=k, max_new_tokens=8, ignore_eos=True,
-                            progress=False)
+        outs = eng.generate(PROMPTS, method="speculative", options=MethodOptions(num_draft_tokens=k), max_new_tokens=8,
+                            ignore_eos=True, progress=False)
         assert [o.token_ids for o in outs] == large
     assert eng.kv.num_free_pages == eng.kv.num_pages
 
@@ -68,7 +70,8 @@ def test_smollm2_gguf_early_exit_speculative():
     eng = Engine(path, "early_exit:8", device="cpu", dtype="float32", kv_memory="64MiB", max_batch=2)
     prompts = ["The capital of France is", "def fibonacci(n):"]
     large = eng.generate(prompts, method="large", max_new_tokens=12, progress=False)
-    spec = eng.generate(prompts, method="speculative", num_draft_tokens=3, max_new_tokens=12, progress=False)
+    spec = eng.generate(prompts, method="speculative", options=MethodOptions(num_draft_tokens=3), max_new_tokens=12,
+                        progress=False)
     assert [o.token_ids for o in spec] == [o.token_ids for o in large]
     assert all(o.stats.large_calls >= 1 for o in spec)
     assert eng.kv.num_free_pages == eng.kv.num_pages

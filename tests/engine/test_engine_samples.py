@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fsgen_engine.core import SamplingParams
 from fsgen_engine.engine import Engine
+from fsgen_engine.generate_args import generate_kwargs
 from fsgen_engine.models import from_hf_model
 from tests.models._paged import PagedSeqs
 from tests.models.conftest import make_hf
@@ -25,8 +27,8 @@ def test_greedy_samples_equal_single_generation(engine, kw, monkeypatch):
     forks = []
     real_fork = engine.kv.fork
     monkeypatch.setattr(engine.kv, "fork", lambda a, b: (forks.append((a, b)), real_fork(a, b)))
-    one = engine.generate(PROMPTS, max_new_tokens=7, ignore_eos=True, progress=False, **kw)
-    three = engine.generate(PROMPTS, n=3, max_new_tokens=7, ignore_eos=True, progress=False, **kw)
+    one = engine.generate(PROMPTS, max_new_tokens=7, ignore_eos=True, progress=False, **generate_kwargs(**kw))
+    three = engine.generate(PROMPTS, n=3, max_new_tokens=7, ignore_eos=True, progress=False, **generate_kwargs(**kw))
     assert len(three) == 3 * len(PROMPTS)
     for i, o in enumerate(one):
         group = three[3 * i:3 * i + 3]
@@ -46,8 +48,8 @@ def test_sampled_first_tokens_follow_the_large_model(engine):
 
     prompt = [1, 30, 31, 32, 33]
     eng = Engine(engine.models["large"], "early_exit:1", device="cpu", num_pages=400, page_size=4, max_batch=200)
-    outs = eng.generate([prompt], n=200, method="large", max_new_tokens=1, temperature=1.0, top_k=8, seed=3,
-                        ignore_eos=True, progress=False)
+    outs = eng.generate([prompt], SamplingParams(temperature=1.0, top_k=8, seed=3), n=200, method="large",
+                        max_new_tokens=1, ignore_eos=True, progress=False)
     first = torch.tensor([o.token_ids[0] for o in outs])
     z = PagedSeqs(eng.models["large"], num_pages=8, page_size=4).step({0: prompt})[0]
     top = torch.topk(z.double(), 8)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import PROMPTS
+from fsgen_engine.generate_args import generate_kwargs
 from fsgen_engine.outputs import (TOPK_FIELDS, TRACE_FIELDS, GenerationOutput, GenerationStats, Trace, TraceStep,
                                   read_traces, write_traces)
 
@@ -30,7 +31,8 @@ CASES = [
 
 
 def gen(engine, method, n=N, prompts=PROMPTS, **kw):
-    return engine.generate(prompts, method=method, max_new_tokens=n, progress=False, ignore_eos=True, **kw)
+    return engine.generate(prompts, method=method, max_new_tokens=n, progress=False, ignore_eos=True,
+                           **generate_kwargs(**kw))
 
 
 def hf_topk(model, ids, k=K):

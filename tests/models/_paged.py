@@ -1,14 +1,14 @@
 """A minimal paged-KV driver for model tests (independent of fsgen_engine.kv's pool API).
 
 Pages are handed out from a random permutation so sequences never sit in contiguous memory, and
-ForwardBatch fields are built from first principles (see runtime/forward_batch.py).
+ForwardBatch fields are built from first principles (see core/forward_batch.py).
 """
 from __future__ import annotations
 
 import torch
 
 from fsgen_engine.kv.cache import ModelKVCache
-from fsgen_engine.runtime.forward_batch import ForwardBatch
+from fsgen_engine.core import ForwardBatch
 
 
 class PagedSeqs:

@@ -1,38 +1,112 @@
 """The arguments of ``Engine.generate``: validated and resolved before any state changes.
 
-``method_config`` turns the method options into a ``MethodConfig`` (router parsed, fusion preset and
-weights resolved, defaults filled) and the sampler's arguments; ``tokenize_prompts`` turns prompts
-into token ids. Every error names the argument, its value and what to pass instead.
+``SamplingParams`` (``core/sampling.py``) says how tokens are chosen, :class:`MethodOptions` holds the
+options only some methods read; ``method_config`` resolves them with the method and router into the
+``MethodConfig`` a method runs with (router parsed, fusion preset and weights resolved, defaults
+filled), ``tokenize_prompts`` turns prompts into token ids. Every error names the argument, its
+value and what to pass instead. ``generate_kwargs`` maps the flat keywords of earlier releases
+(``temperature=``, ``num_draft_tokens=``, ...) onto the two objects.
 """
 from __future__ import annotations
 
-import math
 import numbers
+import warnings
+from dataclasses import dataclass, fields
 
 import torch
 
+from fsgen_engine.core.sampling import SamplingParams
 from fsgen_engine.methods import METHODS, models_needed
 from fsgen_engine.methods.base import MethodConfig
 from fsgen_engine.routers import parse_router
 
 TARGETS = (None, "large", "contrastive", "proxy")
+MAX_DRAFT_TOKENS = 64   # speculative K bound: a round's drafts run one forward each
 
 
-def method_config(models: dict, *, method, router, max_new_tokens, temperature, top_k, top_p, min_p, seed,
-                  num_draft_tokens, adaptive_draft, target, alpha, beta, preset, mismatch_reference, bild_rollback,
-                  bild_max_small, trace_topk) -> tuple[MethodConfig, dict, int | None]:
-    """``(MethodConfig, sampler kwargs, seed)`` from ``generate``'s method options (see its docstring);
-    ``models``: the engine's loaded models by role (``proxy`` needs a small fine-tuned one)."""
+@dataclass(frozen=True)
+class MethodOptions:
+    """Options read by some methods only (the rest ignore them; each is checked by ``method_config``).
+
+    num_draft_tokens: speculative K in [1, 64]; adaptive_draft: per-row K in [1, 2K] (+1 after a fully
+        accepted round, -1 after a rejection). target: speculative target, None/"large",
+        "contrastive" or "proxy" (lossless w.r.t. the fused distribution).
+    alpha, beta, preset: fusion parameters. contrastive: preset ``"fsgen"`` (default; alpha 0.1,
+        beta 0.5), ``"obrien"``, or weights ``(w_l, w_s)``; proxy: alpha (default 1.0).
+    mismatch_reference: proxy only, ``"small"`` (the small base model's argmax, FS-GEN, default) or
+        ``"small_ft"``.
+    bild_rollback (5.0 nats) / bild_max_small (10): BiLD's rollback threshold and small-run limit.
+    """
+
+    num_draft_tokens: int = 5
+    adaptive_draft: bool = False
+    target: str | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    preset: str | tuple | None = None
+    mismatch_reference: str | None = None
+    bild_rollback: float = 5.0
+    bild_max_small: int = 10
+
+
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "seed")
+OPTION_KEYS = tuple(f.name for f in fields(MethodOptions))
+
+
+def generate_kwargs(**flat) -> dict:
+    """Flat ``generate`` keywords of earlier releases -> the current ones: the sampling keywords
+    become ``sampling=SamplingParams(...)``, the method options ``options=MethodOptions(...)``, the
+    rest pass through. For callers that hold one flat dict (CLI arguments, sweep configurations)."""
+    out = {k: v for k, v in flat.items() if k not in SAMPLING_KEYS and k not in OPTION_KEYS}
+    s = {k: flat[k] for k in SAMPLING_KEYS if k in flat}
+    o = {k: flat[k] for k in OPTION_KEYS if k in flat}
+    if s:
+        if out.get("sampling") is not None:
+            raise ValueError(f"pass sampling=SamplingParams(...) or {', '.join(s)}, not both")
+        out["sampling"] = SamplingParams(**s)
+    if o:
+        if out.get("options") is not None:
+            raise ValueError(f"pass options=MethodOptions(...) or {', '.join(o)}, not both")
+        out["options"] = MethodOptions(**o)
+    return out
+
+
+def resolve_legacy(sampling, options, legacy: dict) -> tuple[SamplingParams, MethodOptions]:
+    """``generate``'s ``sampling`` and ``options`` with its deprecated flat keywords (``legacy``)
+    folded in (a ``DeprecationWarning`` names them); unknown keywords are a ``TypeError``."""
+    unknown = [k for k in legacy if k not in SAMPLING_KEYS and k not in OPTION_KEYS]
+    if unknown:
+        raise TypeError(f"generate() got an unexpected keyword argument {unknown[0]!r}")
+    if legacy:
+        warnings.warn(f"generate({', '.join(f'{k}=' for k in legacy)}...) is deprecated and will be removed in the "
+                      f"next release: pass sampling=SamplingParams(temperature=..., top_k=..., top_p=..., min_p=..., "
+                      f"seed=...) and options=MethodOptions(num_draft_tokens=..., ...)", DeprecationWarning,
+                      stacklevel=3)
+        kw = generate_kwargs(sampling=sampling, options=options, **legacy)
+        sampling, options = kw.get("sampling"), kw.get("options")
+    if sampling is None:
+        sampling = SamplingParams()
+    if not isinstance(sampling, SamplingParams):
+        raise ValueError(f"sampling={sampling!r} must be a fsgen_engine.SamplingParams (temperature, top_k, top_p, "
+                         f"min_p, seed)")
+    if options is None:
+        options = MethodOptions()
+    if not isinstance(options, MethodOptions):
+        raise ValueError(f"options={options!r} must be a fsgen_engine.MethodOptions")
+    return sampling, options
+
+
+def method_config(models: dict, *, method, router, options: MethodOptions, trace_topk) -> MethodConfig:
+    """The ``MethodConfig`` of ``generate``'s method options (see ``MethodOptions``); ``models``: the
+    engine's loaded models by role (``proxy`` needs a small fine-tuned one)."""
+    o = options
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not a method; use one of {', '.join(METHODS)}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
-    check_sampling(temperature, top_k, top_p, min_p)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise ValueError(f"seed={seed!r} must be an integer or None")
+    num_draft_tokens, target, mismatch_reference = o.num_draft_tokens, o.target, o.mismatch_reference
+    alpha, beta, preset = o.alpha, o.beta, o.preset
     if isinstance(num_draft_tokens, bool) or not isinstance(num_draft_tokens, numbers.Integral) \
-            or not 1 <= num_draft_tokens <= 64:
-        raise ValueError(f"num_draft_tokens={num_draft_tokens!r} must be an integer in [1, 64]")
+            or not 1 <= num_draft_tokens <= MAX_DRAFT_TOKENS:
+        raise ValueError(f"num_draft_tokens={num_draft_tokens!r} must be an integer in [1, {MAX_DRAFT_TOKENS}]")
     if target == "large":
         target = None
     if target not in TARGETS:
@@ -76,18 +150,23 @@ def method_config(models: dict, *, method, router, max_new_tokens, temperature, 
             alpha = 1.0 if fuse == "proxy" else 0.1
         if beta is None and fuse in ("contrastive", "contrastive_obrien"):
             beta = 0.5
+    bild_rollback, bild_max_small = o.bild_rollback, o.bild_max_small
     if not isinstance(bild_rollback, numbers.Real) or not bild_rollback > 0:
         raise ValueError(f"bild_rollback={bild_rollback!r} must be a positive number (nats)")
     if isinstance(bild_max_small, bool) or not isinstance(bild_max_small, numbers.Integral) or bild_max_small < 1:
         raise ValueError(f"bild_max_small={bild_max_small!r} must be an integer >= 1")
     check_trace_topk(trace_topk)
     cfg = MethodConfig(method=method, router=rt, fuse=fuse, alpha=alpha, beta=beta, weights=weights,
-                       num_draft_tokens=int(num_draft_tokens), adaptive_draft=bool(adaptive_draft),
+                       num_draft_tokens=int(num_draft_tokens), adaptive_draft=bool(o.adaptive_draft),
                        target=target, mismatch_reference=mismatch_reference or "small",
                        bild_rollback=float(bild_rollback), bild_max_small=int(bild_max_small),
                        trace_topk=int(trace_topk))
-    sampler_args = dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), min_p=float(min_p))
-    return cfg, sampler_args, seed
+    return cfg
+
+
+def check_max_new_tokens(max_new_tokens) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
 
 
 def tokenize_prompts(prompts, tokenizer, vocab_size: int, max_positions: int, chat: bool) -> list[list[int]]:
@@ -154,19 +233,3 @@ def check_trace_topk(trace_topk) -> None:
             or not 0 <= trace_topk <= MAX_TRACE_TOPK:
         raise ValueError(f"trace_topk={trace_topk!r} must be an integer in [0, {MAX_TRACE_TOPK}]: the K of the "
                          f"top-K distributions recorded per token (0 = off; research records use 100)")
-
-
-def check_sampling(temperature, top_k, top_p, min_p) -> None:
-    def num(name, v):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
-            raise ValueError(f"{name}={v!r} must be a finite number")
-        return float(v)
-
-    if num("temperature", temperature) < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
-        raise ValueError(f"top_k={top_k!r} must be an integer >= 0 (0 = off)")
-    if not 0.0 < num("top_p", top_p) <= 1.0:
-        raise ValueError(f"top_p={top_p} must be in (0, 1] (1 = off)")
-    if not 0.0 <= num("min_p", min_p) <= 1.0:
-        raise ValueError(f"min_p={min_p} must be in [0, 1] (0 = off)")
