@@ -6,7 +6,7 @@ Environment variables (read when the value is needed, so tests may set them at r
 FSGEN_BACKEND          force one kernel backend for every op: auto | cuda | triton | cpu | reference
 FSGEN_KV_MEMORY        KV-pool byte budget, e.g. ``2GiB``, ``512MB``, ``0.3`` (fraction of free
                        device memory on GPU); default ``1GiB`` on CPU, ``0.5`` on GPU
-FSGEN_PAGE_SIZE        tokens per KV page (default 16)
+FSGEN_PAGE_SIZE        tokens per KV page when ``Engine(page_size=None)`` (default 16)
 FSGEN_CUDA_GRAPHS      1/0: capture CUDA graphs for decode and verify steps (default 1 on GPU)
 FSGEN_BUILD_CUDA       build time only (setup.py): auto | 0 | 1
 =====================  =========================================================================
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 
 BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
 
@@ -79,12 +78,3 @@ def env_page_size() -> int:
 
 def env_cuda_graphs() -> bool:
     return os.environ.get("FSGEN_CUDA_GRAPHS", "1").strip() not in ("0", "false", "no", "off")
-
-
-@dataclass(frozen=True)
-class KVConfig:
-    """How the shared KV pool is sized: ``memory`` (bytes or fraction) or an explicit ``num_pages``."""
-
-    page_size: int = 16
-    memory: int | float | None = None
-    num_pages: int | None = None

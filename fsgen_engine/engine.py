@@ -23,6 +23,7 @@ from fsgen_engine.generate_args import (MAX_DRAFT_TOKENS, MethodOptions, check_m
                                         method_config, resolve_legacy, tokenize_prompts)
 from fsgen_engine.kv import KVPool
 from fsgen_engine.methods import make_method
+from fsgen_engine.methods.tracer import Tracer
 from fsgen_engine.outputs import GenerationOutput
 from fsgen_engine.runtime.cuda_graphs import GRAPH_MAX_Q_LEN, GraphedForward, graphs_supported
 from fsgen_engine.runtime.executor import StepRunner
@@ -205,10 +206,10 @@ class Engine:
         prompt_ids = tokenize_prompts(prompts, self.tokenizer, self.vocab_size, self.max_positions, chat)
         rules = StopRules(self.tokenizer, self.eos_ids, stop, ignore_eos)
         check_num_samples(n, self.max_batch)
-        algo = make_method(cfg, self.runner, Sampler(self.device, sampling), rules)
+        algo = make_method(cfg, self.runner, Sampler(self.device, sampling))
         groups, needs = self._plan(prompt_ids, algo, int(max_new_tokens), n)
         t0 = time.perf_counter()
-        self.scheduler.run(algo, groups, needs, progress=progress, desc=f"fsgen {cfg.method}")
+        self.scheduler.run(algo, Tracer(rules), groups, needs, progress=progress, desc=f"fsgen {cfg.method}")
         return self._outputs(prompts, groups, cfg, rules, time.perf_counter() - t0)
 
     def _plan(self, prompt_ids: list[list[int]], algo, max_new_tokens: int, n: int) -> tuple[list, list]:

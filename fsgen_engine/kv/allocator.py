@@ -15,8 +15,8 @@ class KVPoolExhausted(RuntimeError):
         self.needed, self.free, self.total, self.page_size = needed, free, total, page_size
         super().__init__(
             f"KV pool exhausted{' (' + what + ')' if what else ''}: need {needed} page(s) of {page_size} tokens, "
-            f"{free} free of {total}. Raise the budget (FSGEN_KV_MEMORY=4GiB or a larger fraction such as 0.8, "
-            f"or KVConfig(memory=...)/num_pages=...), lower the batch size / max_new_tokens, or free finished sequences.")
+            f"{free} free of {total}. Raise the budget (Engine(kv_memory='4GiB') or FSGEN_KV_MEMORY=4GiB, or a "
+            f"larger fraction such as 0.8), lower the batch size / max_new_tokens, or free finished sequences.")
 
 
 class PageAllocator:

@@ -15,7 +15,7 @@ from __future__ import annotations
 METHODS = ("large", "small", "oracle", "contrastive", "proxy", "speculative", "bild")
 
 
-def make_method(cfg, runner, sampler, rules):
+def make_method(cfg, runner, sampler):
     """Instantiate the policy for ``cfg.method`` (a validated ``MethodConfig``)."""
     if cfg.method == "large":
         from fsgen_engine.methods.baseline import LargeOnly as cls
@@ -29,7 +29,7 @@ def make_method(cfg, runner, sampler, rules):
         from fsgen_engine.methods.bild import BiLD as cls
     else:
         raise ValueError(f"method={cfg.method!r} is not a method; use one of {', '.join(METHODS)}")
-    return cls(cfg, runner, sampler, rules)
+    return cls(cfg, runner, sampler)
 
 
 def models_needed(method: str, target: str | None = None) -> tuple[str, ...]:

@@ -1,25 +1,23 @@
 """What a method is: a policy that advances a batch of rows using the runtime's step primitives.
 
 ``Method.step(rows)`` advances every row by at least one token (or one speculative round) and
-appends the emitted tokens with ``Row.emit`` (which applies the stop rules). ``model_ids`` lists the
-models whose KV the method uses (the engine reserves pages for each).
+returns one :class:`StepResult` per row: the tokens it emits and what the trace records about them,
+on the host. It never touches a row's tokens, stats or trace: ``Tracer.record`` (methods/tracer.py)
+applies the results, so ``step`` is the algorithm only. Per-row algorithm state (a speculative row's
+K, BiLD's small-token run) lives in the method, keyed by ``row.seq_id``. ``model_ids`` lists the
+models whose KV the method uses (the engine reserves pages for each); ``lookahead`` the KV slots a
+row may need past its tokens (drafts fed before they are accepted).
 
 Top-K tracing (``MethodConfig.trace_topk`` = K > 0): a method computes :meth:`Method.topk` of a
 model's logits on the device and passes the two tensors through the step's existing ``to_host``
-call (never an extra sync); :func:`topk_row` turns one host row into the trace's lists.
+call (never an extra sync); :func:`topk_rows` cuts one row's entries out of the host arrays.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
-from fsgen_engine.outputs import TraceStep
-
-NAN = math.nan
-NO_TOPK = (None, None)  # a step without a top-K distribution
 
 
 @dataclass
@@ -42,15 +40,43 @@ class MethodConfig:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class StepResult:
+    """What one step emitted for one row, on the host: one entry per token, in order.
+
+    tokens: the emitted tokens (the stop rules may keep fewer).
+    source: per token, ``"small"`` (System 1's own token), ``"large"``, ``"fused"``, ``"draft"`` or
+        ``"rollback"``; every source but ``"small"`` is a routed token (System 2 ran for it).
+    small: ``[n', 4]`` System 1's entropy, max prob, margin and argmax at each token's position (a
+        token past ``n'`` had no System-1 distribution, e.g. a speculative bonus token); None: System
+        1 did not run. large_argmax: ``[n']`` the large model's argmax likewise (None: it did not run).
+    small_topk / large_topk: ``(probs [n', k], ids [n', k])`` when tracing top-K (``topk_rows``).
+    rollback: BiLD: the generated tokens from this index on are dropped first, and the first emitted
+        token keeps the dropped one's System-1 data.
+    large_calls, mismatches, drafted, accepted: what the step adds to the row's ``GenerationStats``.
+    """
+
+    tokens: list
+    source: list[str]
+    small: np.ndarray | None = None
+    large_argmax: np.ndarray | None = None
+    small_topk: tuple | None = None
+    large_topk: tuple | None = None
+    rollback: int | None = None
+    large_calls: int = 0
+    mismatches: int = 0
+    drafted: int = 0
+    accepted: int = 0
+
+
 class Method:
     model_ids: tuple[str, ...] = ()
     lookahead: int = 0  # extra KV slots a row may need beyond prompt + max_new (drafts)
 
-    def __init__(self, cfg: MethodConfig, runner, sampler, rules):
+    def __init__(self, cfg: MethodConfig, runner, sampler):
         self.cfg = cfg
         self.runner = runner
         self.sampler = sampler
-        self.rules = rules
 
     def topk(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Top-K of ``softmax(z)`` over the last dim for the trace (``topk_tensors``); ``[]`` when off."""
@@ -59,7 +85,7 @@ class Method:
     def start_row(self, row) -> None:
         """Called when a row is admitted."""
 
-    def step(self, rows: list) -> None:
+    def step(self, rows: list) -> list[StepResult]:
         raise NotImplementedError
 
 
@@ -81,22 +107,13 @@ def stack_topk(parts: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     return [torch.stack(list(col), dim=1) for col in zip(*parts)]
 
 
-def topk_row(host: list, *index) -> tuple[list[float] | None, list[int] | None]:
-    """``(probs, ids)`` lists of one row of host top-K arrays (``to_host``'s output for a
-    ``topk_tensors`` pair; ``index`` picks the row, e.g. ``b`` or ``b, j``): probabilities rounded to
-    6 decimals, ids as ints. ``NO_TOPK`` when ``host`` is empty (tracing off)."""
+def topk_rows(host: list, b: int, n: int | None = None) -> tuple | None:
+    """Row ``b``'s entries of host top-K arrays (``to_host``'s output for a ``topk_tensors`` pair):
+    ``[b:b+1]`` of a ``[B, k]`` pair (a one-token step), ``[b, :n]`` of a ``[B, n_max, k]`` pair.
+    None when ``host`` is empty (tracing off)."""
     if not host:
-        return NO_TOPK
+        return None
     probs, ids = host
-    return np.round(probs[index], 6).tolist(), ids[index].astype(np.int64).tolist()
-
-
-def trace_step(ent=NAN, mp=NAN, mg=NAN, *, routed: bool, token: int, small_argmax: int = -1,
-               large_argmax: int = -1, source: str, small_topk=NO_TOPK, large_topk=NO_TOPK) -> TraceStep:
-    """A ``TraceStep`` (position set by ``Row.emit``); ``small_topk`` / ``large_topk``: ``(probs, ids)``
-    from :func:`topk_row`, or ``NO_TOPK``."""
-    return TraceStep(position=0, small_entropy=float(ent), small_max_prob=float(mp), small_margin=float(mg),
-                     routed=bool(routed), token=int(token), small_argmax=int(small_argmax),
-                     large_argmax=int(large_argmax), source=source,
-                     small_topk_probs=small_topk[0], small_topk_ids=small_topk[1],
-                     large_topk_probs=large_topk[0], large_topk_ids=large_topk[1])
+    if probs.ndim == 2:
+        return probs[b:b + 1], ids[b:b + 1]
+    return probs[b, :n], ids[b, :n]

@@ -1,10 +1,11 @@
 """``large`` and ``small``: plain decoding with one model (the baselines)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fsgen_engine import ops
-from fsgen_engine.methods.base import Method, topk_row, trace_step
+from fsgen_engine.methods.base import Method, StepResult, topk_rows
 from fsgen_engine.runtime.executor import to_host
 
 
@@ -18,10 +19,8 @@ class LargeOnly(Method):
         tok = self.sampler.choose(z)
         am = tok if self.sampler.greedy else torch.argmax(z, dim=-1)
         tok_h, am_h, *tl_h = to_host(tok, am, *self.topk(z))
-        for b, r in enumerate(rows):
-            r.stats.large_calls += 1
-            r.emit([int(tok_h[b])], [trace_step(routed=True, token=tok_h[b], large_argmax=am_h[b], source="large",
-                                                large_topk=topk_row(tl_h, b))], self.rules)
+        return [StepResult(tokens=[tok_h[b]], source=["large"], large_argmax=am_h[b:b + 1],
+                           large_topk=topk_rows(tl_h, b), large_calls=1) for b in range(len(rows))]
 
 
 class SmallOnly(Method):
@@ -33,8 +32,7 @@ class SmallOnly(Method):
         z = self.runner.extend("small", rows)[:, 0]
         st = ops.token_stats(z)
         tok = st.argmax if self.sampler.greedy else self.sampler.choose(z)
-        h = to_host(tok, st.entropy, st.max_prob, st.margin, st.argmax, *self.topk(z))
-        for b, r in enumerate(rows):
-            r.emit([int(h[0][b])], [trace_step(h[1][b], h[2][b], h[3][b], routed=False, token=h[0][b],
-                                               small_argmax=h[4][b], source="small",
-                                               small_topk=topk_row(h[5:], b))], self.rules)
+        tok_h, *h = to_host(tok, st.entropy, st.max_prob, st.margin, st.argmax, *self.topk(z))
+        small = np.stack(h[:4], axis=1)     # [B, 4] entropy, max_prob, margin, argmax
+        return [StepResult(tokens=[tok_h[b]], source=["small"], small=small[b:b + 1], small_topk=topk_rows(h[4:], b))
+                for b in range(len(rows))]

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from fsgen_engine import ops
-from fsgen_engine.methods.base import NO_TOPK, Method, topk_row, trace_step
+from fsgen_engine.methods.base import Method, StepResult, topk_rows
 from fsgen_engine.runtime.executor import to_host
 
 
 class Routed(Method):
-    def __init__(self, cfg, runner, sampler, rules):
-        super().__init__(cfg, runner, sampler, rules)
+    def __init__(self, cfg, runner, sampler):
+        super().__init__(cfg, runner, sampler)
         self.proxy = cfg.method == "proxy"
         self.system1 = "small_ft" if self.proxy else "small"
         self.model_ids = ("small_ft", "large", "small") if self.proxy else ("small", "large")
@@ -53,13 +53,13 @@ class Routed(Method):
         st = ops.token_stats(z)
         s1 = (st.entropy, st.max_prob, st.margin, st.argmax, *self.topk(z))  # + System 1's top-K when traced
         router = self.cfg.router
-        large_tk = [NO_TOPK] * B
+        large_tk = [None] * B
         if router.static:  # always: every row goes to System 2; one sync
             tok, lam, ref, *tl = self._system2(rows, z, st.argmax)
             h_tok, h_lam, h_ref, *h = to_host(tok, lam, ref, *s1, *tl)
             h_s1, h_tl = h[:len(s1)], h[len(s1):]
             fired = list(range(B))
-            large_tk = [topk_row(h_tl, b) for b in fired]
+            large_tk = [topk_rows(h_tl, b) for b in fired]
         else:
             # System 1's own token for every row, read with the router's decisions in one sync; only
             # a step where the router fires pays a second sync, for System 2's tokens of those rows
@@ -81,16 +81,14 @@ class Routed(Method):
                 h_tok = h_tok.copy()
                 h_tok[fired], h_lam[fired], h_ref[fired] = f_tok, f_lam, f_ref
                 for f, b in enumerate(fired):
-                    large_tk[b] = topk_row(f_tl, f)
-        h_ent, h_mp, h_mg, h_am = h_s1[:4]
-        h_ts = h_s1[4:]
+                    large_tk[b] = topk_rows(f_tl, f)
+        small = np.stack(h_s1[:4], axis=1)     # [B, 4] entropy, max_prob, margin, argmax
         fired_set = set(fired)
-        for b, r in enumerate(rows):
-            t = int(h_tok[b])
+        out = []
+        for b in range(B):
             f = b in fired_set
-            if f:
-                r.stats.large_calls += 1
-                r.stats.mismatches += int(t != int(h_ref[b]))
-            r.emit([t], [trace_step(h_ent[b], h_mp[b], h_mg[b], routed=f, token=t, small_argmax=h_am[b],
-                                    large_argmax=h_lam[b], source=self.source if f else "small",
-                                    small_topk=topk_row(h_ts, b), large_topk=large_tk[b])], self.rules)
+            out.append(StepResult(tokens=[h_tok[b]], source=[self.source if f else "small"], small=small[b:b + 1],
+                                  large_argmax=h_lam[b:b + 1], small_topk=topk_rows(h_s1[4:], b),
+                                  large_topk=large_tk[b], large_calls=int(f),
+                                  mismatches=int(f and int(h_tok[b]) != int(h_ref[b]))))
+        return out

@@ -12,33 +12,35 @@ drafter's top-K at each draft position and the large model's own top-K at the K+
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from fsgen_engine import ops
-from fsgen_engine.methods.base import NO_TOPK, Method, stack_topk, topk_row, trace_step
+from fsgen_engine.methods.base import Method, StepResult, stack_topk, topk_rows
 from fsgen_engine.runtime.executor import to_host
+
+# KV slots a row may need past its tokens beyond the kmax drafts of a round (slack; see engine.py)
+LOOKAHEAD_SLACK = 2
 
 
 class Speculative(Method):
-    def __init__(self, cfg, runner, sampler, rules):
-        super().__init__(cfg, runner, sampler, rules)
+    def __init__(self, cfg, runner, sampler):
+        super().__init__(cfg, runner, sampler)
         self.target = cfg.target
         self.drafter = "small_ft" if self.target == "proxy" else "small"
         ids = [self.drafter, "large"] + (["small"] if self.target == "proxy" else [])
         self.model_ids = tuple(ids)
         self.K = int(cfg.num_draft_tokens)
         self.kmax = 2 * self.K if cfg.adaptive_draft else self.K
-        self.lookahead = self.kmax + 2
+        self.lookahead = self.kmax + LOOKAHEAD_SLACK
+        self.k: dict[int, int] = {}   # seq_id -> the row's current K (adaptive)
 
     def start_row(self, row):
-        row.k = self.K
+        self.k[row.seq_id] = self.K
 
     def step(self, rows):
         run, samp = self.runner, self.sampler
         B = len(rows)
-        ks = [r.k for r in rows]
+        ks = [self.k[r.seq_id] for r in rows]
         K = max(ks)
         fused = self.target is not None
         drafts = torch.empty((B, K), dtype=torch.int64, device=run.device)
@@ -87,26 +89,17 @@ class Speculative(Method):
         h_d, h_na, h_nx, h_st, h_la, *h_tk = to_host(drafts, na, nxt, torch.stack(stats, dim=1),
                                                       torch.argmax(zl, -1), *ts, *self.topk(zl))
         h_ts, h_tl = h_tk[:len(ts)], h_tk[len(ts):]
-        valid = []
+        valid, out = [], []
         for b, r in enumerate(rows):
             a, k = int(h_na[b]), ks[b]
-            steps = []
-            toks = [int(t) for t in h_d[b, :a]] + [int(h_nx[b])]
-            for j in range(a + 1):
-                # the position after the last draft has no System-1 distribution (NaN stats, no top-K)
-                s = h_st[b, j] if j < K else (math.nan, math.nan, math.nan, -1)
-                steps.append(trace_step(s[0], s[1], s[2], routed=True, token=toks[j], small_argmax=int(s[3]),
-                                        large_argmax=int(h_la[b, j]), source="draft" if j < a else "large",
-                                        small_topk=topk_row(h_ts, b, j) if j < K else NO_TOPK,
-                                        large_topk=topk_row(h_tl, b, j)))
-            st = r.stats
-            st.large_calls += 1
-            st.draft_tokens += k
-            st.accepted_draft_tokens += a
-            st.mismatches += int(a < k)
+            # a accepted drafts, then the target's token; the drafter has no distribution at position K
+            out.append(StepResult(tokens=[*h_d[b, :a], h_nx[b]], source=["draft"] * a + ["large"],
+                                  small=h_st[b, :a + 1], large_argmax=h_la[b, :a + 1],
+                                  small_topk=topk_rows(h_ts, b, a + 1), large_topk=topk_rows(h_tl, b, a + 1),
+                                  large_calls=1, mismatches=int(a < k), drafted=k, accepted=a))
             valid.append(len(r.tokens) + a)
             if self.cfg.adaptive_draft:
-                r.k = min(k + 1, self.kmax) if a == k else max(k - 1, 1)
-            r.emit(toks, steps, self.rules)
+                self.k[r.seq_id] = min(k + 1, self.kmax) if a == k else max(k - 1, 1)
         # every model drops what it was fed past the accepted drafts (rejected drafts, unused lookahead)
         run.truncate(rows, valid, self.model_ids)
+        return out

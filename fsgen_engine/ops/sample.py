@@ -13,7 +13,6 @@ pass it as ``params=``; ``sample`` then does no value checks and never syncs.
 """
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
 

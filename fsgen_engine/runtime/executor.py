@@ -36,7 +36,7 @@ class StepRunner:
         pool = self.pool
         B = len(rows)
         seqs = [r.seq_id for r in rows]
-        host = [r.tokens[pool.seq_len(model_id, r.seq_id):] for r in rows]
+        host = [r.unseen(pool.seq_len(model_id, r.seq_id)) for r in rows]   # the KV lag rule (runtime/rows.py)
         if tail is not None:
             E = int(tail.shape[1])
             tc = list(tail_counts) if tail_counts is not None else [E] * B

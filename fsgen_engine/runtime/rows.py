@@ -1,8 +1,10 @@
 """Host-side state of one sequence being generated, and when it stops.
 
-Every model's KV for a row covers a prefix of ``row.tokens`` (prompt + emitted tokens) of length at
-most ``len(tokens) - 1``; what a model has not seen yet (``tokens[kv_len:]``) is fed on its next
-forward. Rolling back (speculative rejection, BiLD) only truncates ``tokens`` and each model's KV.
+The KV lag rule: every model's KV for a row covers a prefix of ``row.tokens`` (prompt + emitted
+tokens) of length ``kv_len <= len(tokens) - 1``; what a model has not seen yet
+(``Row.unseen(kv_len)`` = ``tokens[kv_len:]``) is fed on its next forward, so a model that skipped
+steps catches up in one forward. Rolling back (speculative rejection, BiLD) only truncates ``tokens``
+and each model's KV. A row holds no method state: methods keep theirs, keyed by ``seq_id``.
 """
 from __future__ import annotations
 
@@ -69,15 +71,10 @@ class Row:
     finish_reason: str | None = None
     text: str | None = None
     reserved_pages: int = 0
-    # method state
-    k: int = 0                 # speculative: current draft length (adaptive)
-    small_run: int = 0         # BiLD: small tokens emitted since the last large call
-    checked: int = 0           # BiLD: index of the first token the large model has not judged
 
     def __post_init__(self):
         if not self.tokens:
             self.tokens = list(self.prompt)
-        self.checked = len(self.prompt)
 
     @property
     def prompt_len(self) -> int:
@@ -90,6 +87,10 @@ class Row:
     @property
     def generated(self) -> list[int]:
         return self.tokens[len(self.prompt):]
+
+    def unseen(self, kv_len: int) -> list[int]:
+        """The tokens a model whose KV holds ``kv_len`` of this row's tokens is fed next (KV lag rule)."""
+        return self.tokens[kv_len:]
 
     def cut(self, n_generated: int) -> None:
         """Drop generated tokens from index ``n_generated`` on (rollback); the caller truncates KV."""

@@ -19,9 +19,10 @@ class Scheduler:
     def __init__(self, pool, models: dict, max_batch: int, new_seq_id: Callable[[], int]):
         self.pool, self.models, self.max_batch, self.new_seq_id = pool, models, max_batch, new_seq_id
 
-    def run(self, algo, groups: list[list], needs: list[int], *, progress: bool, desc: str) -> None:
+    def run(self, algo, tracer, groups: list[list], needs: list[int], *, progress: bool, desc: str) -> None:
         """Generate every row of ``groups`` (lists of ``Row``; ``needs[g]``: pages group g may use in
-        the worst case, at most the pool's size). Every page is returned, also on error."""
+        the worst case, at most the pool's size) with method ``algo``, whose step results ``tracer``
+        applies to the rows (methods/tracer.py). Every page is returned, also on error."""
         pool = self.pool
         queue = deque(zip(groups, needs))
         active: list = []
@@ -42,7 +43,7 @@ class Scheduler:
                     for r in group:
                         algo.start_row(r)
                         active.append(r)
-                algo.step(active)
+                tracer.record(active, algo.step(active))
                 still = []
                 for r in active:
                     if r.finish_reason is None:

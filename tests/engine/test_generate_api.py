@@ -85,3 +85,17 @@ def test_ops_and_engine_share_the_validator():
         with pytest.raises(ValueError) as b:
             ops.sample(torch.zeros(2, 5), **{name: bad})
         assert str(b.value) == f"sample: {a.value}"
+
+
+def test_page_size_from_environment(hf_models, tok, monkeypatch):
+    """FSGEN_PAGE_SIZE sets the page size when Engine(page_size=None); an explicit one wins."""
+    from fsgen_engine.engine import Engine
+    from toy import RecomputeModel
+
+    large, small = RecomputeModel(hf_models["large"], tok), RecomputeModel(hf_models["small"], tok)
+    monkeypatch.setenv("FSGEN_PAGE_SIZE", "8")
+    assert Engine(large, small, num_pages=16, device="cpu").kv.page_size == 8
+    assert Engine(large, small, num_pages=16, page_size=4, device="cpu").kv.page_size == 4
+    monkeypatch.setenv("FSGEN_PAGE_SIZE", "0")
+    with pytest.raises(ValueError, match="FSGEN_PAGE_SIZE=0"):
+        Engine(large, small, num_pages=16, device="cpu")
