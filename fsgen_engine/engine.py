@@ -25,7 +25,7 @@ from fsgen_engine.kv import KVPool
 from fsgen_engine.methods import make_method
 from fsgen_engine.methods.tracer import Tracer
 from fsgen_engine.outputs import GenerationOutput
-from fsgen_engine.runtime.cuda_graphs import GRAPH_MAX_Q_LEN, GraphedForward, graphs_supported
+from fsgen_engine.runtime.cuda_graphs import GraphedForward, graphs_supported
 from fsgen_engine.runtime.executor import StepRunner
 from fsgen_engine.runtime.model_info import check_tokenizers, eos_ids_of, kv_spec_of, max_positions_of, vocab_size_of
 from fsgen_engine.runtime.rows import Row, StopRules
@@ -40,6 +40,9 @@ POOL_CAP_SLACK_TOKENS = 2   # pool size cap: max_batch full-context rows of max_
 # CUDA-graph page tables are this many tokens wider than the context: room for a speculative round's
 # drafts (a row needing more pages, e.g. adaptive K > 64 near the end of the context, runs eagerly)
 GRAPH_SLACK_TOKENS = MAX_DRAFT_TOKENS
+# CUDA graphs cover uniform steps of up to this many tokens per row: the longest verification the
+# engine runs (adaptive K reaches 2 x MAX_DRAFT_TOKENS drafts, verified with one more position)
+GRAPH_MAX_Q_LEN = 2 * MAX_DRAFT_TOKENS + 1
 
 
 class Engine:
@@ -53,8 +56,8 @@ class Engine:
     memory, or None: ``FSGEN_KV_MEMORY``) with ``page_size`` tokens per page (None: ``FSGEN_PAGE_SIZE``,
     16 by default); ``num_pages`` fixes the page count instead (tests). ``cuda_graphs``: replay CUDA graphs of the uniform decode and verify
     steps (None = ``FSGEN_CUDA_GRAPHS``, on by default; only on CUDA; ``engine.graph_status`` says per
-    model whether graphs are used and why not; graphs cover uniform steps of up to ``GRAPH_MAX_Q_LEN``
-    tokens per row, so verification of ``K >= GRAPH_MAX_Q_LEN`` drafts runs eagerly).
+    model whether graphs are used and why not; they cover decode and the verification of every K
+    ``generate`` accepts, up to ``GRAPH_MAX_Q_LEN`` tokens per row).
     """
 
     def __init__(self, large, small, small_ft=None, *, device="auto", dtype="auto", kv_memory=None,
@@ -116,8 +119,7 @@ class Engine:
         width = min(self.kv.num_pages, -(-(self.max_positions + GRAPH_SLACK_TOKENS) // S))
         for m, model in self.models.items():
             why = graphs_supported(model)
-            self.graph_status[m] = why or (f"on (uniform steps of up to {GRAPH_MAX_Q_LEN} tokens per row: "
-                                           f"verification of K >= {GRAPH_MAX_Q_LEN} drafts runs eagerly)")
+            self.graph_status[m] = why or "on"
             if why is None:
                 graphs[m] = GraphedForward(model, self.kv.cache(m), max_batch=self.max_batch, max_pages=width,
                                            page_size=S, max_q_len=GRAPH_MAX_Q_LEN)

@@ -28,9 +28,6 @@ import torch
 from fsgen_engine.core import ForwardBatch
 
 MIN_CONTEXT_BUCKET = 256
-# the largest uniform q_len graphed: decode (1) and verification of up to 15 drafts (K+1 tokens per
-# row); static buffers hold max_batch * GRAPH_MAX_Q_LEN tokens, so larger K runs eagerly instead
-GRAPH_MAX_Q_LEN = 16
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -109,11 +106,13 @@ class GraphedForward:
         model: a ``fsgen_engine.models`` CausalLM. kv: its ``ModelKVCache`` (the pool's cache of it).
         max_batch: the largest batch a step may have. max_pages: page-table width of the static buffer
             (a row needing more pages runs eagerly). page_size: tokens per page.
-        max_q_len: the largest uniform ``q_len`` graphed (verification of K drafts feeds K+1).
+        max_q_len: the largest uniform ``q_len`` graphed (verification of K drafts feeds K+1; the engine
+            passes its longest verification, so no K it accepts falls back to eager steps). The static
+            buffers hold ``max_batch * max_q_len`` tokens; graphs are captured per ``q_len`` met.
         backend: ``CudaGraphs`` (default on CUDA) or ``EmulatedGraphs``.
     """
 
-    def __init__(self, model, kv, *, max_batch: int, max_pages: int, page_size: int, max_q_len: int = GRAPH_MAX_Q_LEN,
+    def __init__(self, model, kv, *, max_batch: int, max_pages: int, page_size: int, max_q_len: int,
                  backend=None):
         self.model, self.kv = model, kv
         self.device = torch.device(model.device)

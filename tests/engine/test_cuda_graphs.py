@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fsgen_engine.engine import GRAPH_MAX_Q_LEN
 from fsgen_engine.generate_args import generate_kwargs
 from fsgen_engine.models import from_hf_model
 from fsgen_engine.runtime import cuda_graphs as CG
@@ -87,7 +88,8 @@ def _engine(device, graphs: bool):
                  cuda_graphs=graphs if device == "cuda" else None)
     if graphs and device == "cpu":
         eng.graphs = {m: GraphedForward(mod, eng.kv.cache(m), max_batch=4, max_pages=40, page_size=4,
-                                        backend=EmulatedGraphs()) for m, mod in eng.models.items()}
+                                        max_q_len=GRAPH_MAX_Q_LEN, backend=EmulatedGraphs())
+                      for m, mod in eng.models.items()}
         eng.runner.graphs = eng.graphs
     return eng
 
@@ -117,3 +119,15 @@ def test_engine_graph_arguments():
         Engine(large, "early_exit:1", device="cpu", num_pages=32, page_size=4, cuda_graphs="yes")
     eng = Engine(large, "early_exit:1", device="cpu", num_pages=32, page_size=4)
     assert eng.graphs == {} and set(eng.graph_status.values()) == {"off"}
+
+
+def test_long_verification_is_graphed(device):
+    """K = 20 drafts (q_len 21, above the old fixed limit of 16) replays a graph and equals eager:
+    the engine's max_q_len covers every K generate accepts."""
+    prompts = [[1, 5, 6, 7], [1, 20]]
+    kw = dict(method="speculative", max_new_tokens=45, num_draft_tokens=20, ignore_eos=True, progress=False)
+    want = [o.token_ids for o in _engine(device, False).generate(prompts, **generate_kwargs(**kw))]
+    eng = _engine(device, True)
+    got = [o.token_ids for o in eng.generate(prompts, **generate_kwargs(**kw))]
+    assert got == want
+    assert any(key[1] == 21 for key in eng.graphs["large"].graphs), list(eng.graphs["large"].graphs)
