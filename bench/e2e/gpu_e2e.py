@@ -73,6 +73,7 @@ def main() -> int:
     from fsgen_engine.benchmark.bandwidth import shape_from_hf_config
     from fsgen_engine.benchmark.hf import HFGenerate
     from fsgen_engine.engine import Engine
+    from fsgen_engine.generate_args import generate_kwargs
     import triton.testing as tt
 
     dtype, dev = torch.bfloat16, "cuda"
@@ -104,7 +105,8 @@ def main() -> int:
         row = dict(batch=B)
 
         def run(method, n_new, **kw):
-            return eng.generate(prompts, method=method, max_new_tokens=n_new, ignore_eos=True, progress=False, **kw)
+            return eng.generate(prompts, method=method, max_new_tokens=n_new, ignore_eos=True, progress=False,
+                                **generate_kwargs(**kw))
         for method, kw in (("large", {}), ("small", {}), ("speculative", dict(num_draft_tokens=4))):
             run(method, 8, **kw)   # warm-up: lazy graph capture, allocator, Triton compilation
             t = _timed(lambda: run(method, args.new_tokens, **kw), args.runs)

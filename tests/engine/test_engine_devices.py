@@ -11,6 +11,8 @@ import torch
 
 from toy import hf_greedy, make_hf
 
+from fsgen_engine import MethodOptions, SamplingParams
+from fsgen_engine.generate_args import generate_kwargs
 from tests.conftest import DEVICES
 
 PROMPTS = [[1, 5, 6, 7], [1, 9, 10, 11, 12, 13, 14, 15, 16], [1, 20]]
@@ -43,7 +45,7 @@ def engine_for(hf_pair, device, graphs, small="small"):
 
 def gen(eng, method, n=N, prompts=PROMPTS, **kw):
     return [o.token_ids for o in eng.generate(prompts, method=method, max_new_tokens=n, ignore_eos=True,
-                                              progress=False, **kw)]
+                                              progress=False, **generate_kwargs(**kw))]
 
 
 @pytest.mark.parametrize("device, graphs", SETTINGS)
@@ -91,8 +93,8 @@ def test_speculative_sampling_matches_large_distribution(hf_pair, device, graphs
 
     eng = engine_for(hf_pair, device, graphs, "other")
     prompt, n_rows = [1, 40, 41], 240
-    outs = eng.generate([prompt] * n_rows, method="speculative", max_new_tokens=1, num_draft_tokens=2, seed=1234,
-                        progress=False, ignore_eos=True, temperature=1.3, top_k=6)
+    outs = eng.generate([prompt] * n_rows, SamplingParams(temperature=1.3, top_k=6, seed=1234), method="speculative",
+                        options=MethodOptions(num_draft_tokens=2), max_new_tokens=1, progress=False, ignore_eos=True)
     first = torch.tensor([o.token_ids[0] for o in outs])
     with torch.no_grad():
         z = hf_pair["large"](torch.tensor([prompt])).logits[0, -1:].float()
