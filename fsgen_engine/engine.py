@@ -54,10 +54,11 @@ class Engine:
     The tokenizers must agree on every shared id (vocab sizes may differ by padding rows only).
     All models share one paged KV pool of ``kv_memory`` bytes (``"2GiB"``, a fraction of free device
     memory, or None: ``FSGEN_KV_MEMORY``) with ``page_size`` tokens per page (None: ``FSGEN_PAGE_SIZE``,
-    16 by default); ``num_pages`` fixes the page count instead (tests). ``cuda_graphs``: replay CUDA graphs of the uniform decode and verify
-    steps (None = ``FSGEN_CUDA_GRAPHS``, on by default; only on CUDA; ``engine.graph_status`` says per
-    model whether graphs are used and why not; they cover decode and the verification of every K
-    ``generate`` accepts, up to ``GRAPH_MAX_Q_LEN`` tokens per row).
+    16 by default); ``num_pages`` fixes the page count instead (tests). ``cuda_graphs``: replay CUDA
+    graphs of the uniform decode and verify steps (None = ``FSGEN_CUDA_GRAPHS``, on by default; only
+    on CUDA; ``engine.graph_status`` says per model whether graphs are used and why not; they cover
+    decode and the verification of every K ``generate`` accepts, up to ``GRAPH_MAX_Q_LEN`` tokens per
+    row).
     """
 
     def __init__(self, large, small, small_ft=None, *, device="auto", dtype="auto", kv_memory=None,

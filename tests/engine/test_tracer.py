@@ -28,7 +28,8 @@ def test_speculative_round_with_bonus_token():
     assert s[0].small_topk_probs == [0.912346, 0.05] and s[0].small_topk_ids == [7, 4]
     # the bonus position has no System-1 distribution
     assert math.isnan(s[2].small_entropy) and s[2].small_argmax == -1 and s[2].small_topk_probs is None
-    assert (r.stats.large_calls, r.stats.draft_tokens, r.stats.accepted_draft_tokens, r.stats.mismatches) == (1, 2, 2, 0)
+    st = r.stats
+    assert (st.large_calls, st.draft_tokens, st.accepted_draft_tokens, st.mismatches) == (1, 2, 2, 0)
 
 
 def test_small_token_is_not_routed_and_large_only_has_nan_stats():
