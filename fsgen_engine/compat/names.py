@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METHODS = {"OracleDecoding": "oracle", "ContrastiveDecoding": "contrastive",
-           "SpeculativeDecoding": "speculative", "ProxyFineTuning": "proxy"}
+from fsgen_engine.records import ENGINE_TO_RESEARCH_METHOD, research_method_info  # noqa: F401 (re-exported)
+
+METHODS = {v: k for k, v in ENGINE_TO_RESEARCH_METHOD.items()}   # research name -> engine method
 METHOD_DEFAULTS = {"contrastive": {"alpha": 0.1, "beta": 0.5}, "speculative": {"K": 5}, "proxy": {"alpha": 1.0}}
 ROUTER_DEFAULTS = {"threshold": 0.5, "delta_threshold": 0.2}
-ENGINE_TO_RESEARCH_METHOD = {v: k for k, v in METHODS.items()}
-ENGINE_TO_RESEARCH_ROUTER = {"always": "normal", "never": "none", "max_prob": "threshold",
-                             "margin": "delta_threshold", "learned": "svm"}
 
 
 @dataclass
@@ -73,26 +71,3 @@ def parse_router(router_method) -> tuple[str, str]:
             raise ValueError("router_method 'svm' needs 'trained_model_path' (a router saved by fsgen train-router)")
         return name, f"learned:{path}"
     raise ValueError(f"router_method {name!r} is not known: use normal, none, threshold, delta_threshold or svm")
-
-
-def research_method_info(method: str, router: str, kwargs: dict | None = None) -> list:
-    """The research records' ``method_info``: ``[router_method dict, collabrate_method dict]``."""
-    kwargs = kwargs or {}
-    base, _, arg = (router or "").partition(":")
-    rname = ENGINE_TO_RESEARCH_ROUTER.get(base, base)
-    rdict: dict = {"method": rname}
-    if base == "max_prob" and arg:
-        rdict["threshold"] = float(arg)
-    elif base == "margin" and arg:
-        rdict["threshold"] = float(arg) / 2.0
-    elif base == "learned" and arg:
-        rdict["trained_model_path"] = arg
-    mname = ENGINE_TO_RESEARCH_METHOD.get(method, method)
-    mdict: dict = {"method": mname}
-    if method == "contrastive":
-        mdict.update(alpha=kwargs.get("alpha", 0.1), beta=kwargs.get("beta", 0.5))
-    elif method == "proxy":
-        mdict.update(alpha=kwargs.get("alpha", 1.0))
-    elif method == "speculative":
-        mdict.update(K=kwargs.get("num_draft_tokens", 5))
-    return [rdict, mdict]

@@ -1,13 +1,13 @@
 """FS-GEN record files (methods doc section 5) from our GenerationOutputs.
 
-Uses ``fsgen_engine.compat.records.write_fsgen_records`` when the compat package provides it (the
-same format, with the research ``method_info`` list); otherwise this minimal writer: our traces keep per-step statistics, not the top-100 distributions, so
-``slm_logits_prob`` / ``llm_logits_prob`` are written as empty lists (``topK`` 0); every count and
-``if_match_now`` (1 = mismatch, per fired step) is exact.
+``write_records`` writes the research record format of ``fsgen_engine.records`` (with the research
+``method_info`` list, and the top-K distributions when the run traced them). ``to_record`` is a
+minimal record of one output: per-step statistics only, so ``slm_logits_prob`` / ``llm_logits_prob``
+are empty lists (``topK`` 0); every count and ``if_match_now`` (1 = mismatch, per fired step) is exact.
 """
 from __future__ import annotations
 
-import json
+from fsgen_engine.records import write_fsgen_records
 
 METHOD_NAMES = {"oracle": "OracleDecoding", "contrastive": "ContrastiveDecoding",
                 "speculative": "SpeculativeDecoding", "proxy": "ProxyFineTuning",
@@ -55,21 +55,7 @@ def to_record(out, *, tokens: list[str] | None = None, extra: dict | None = None
 
 
 def write_records(path: str, outputs, tokenizer=None) -> str:
-    """Write FS-GEN records; returns which writer was used ("compat" or "minimal")."""
-    try:
-        from fsgen_engine.compat.records import write_fsgen_records
-    except ImportError:
-        write_fsgen_records = None
-    if write_fsgen_records is not None:
-        write_fsgen_records(path, outputs, tokenizer=tokenizer)
-        return "compat"
-    with open(path, "w", encoding="utf-8") as f:
-        for out in outputs:
-            toks = None
-            if tokenizer is not None:
-                try:
-                    toks = [tokenizer.decode([t]) for t in out.token_ids]
-                except Exception:  # noqa: BLE001 - token strings are a convenience only
-                    toks = None
-            f.write(json.dumps(to_record(out, tokens=toks)) + "\n")
-    return "minimal"
+    """Write FS-GEN records (``fsgen_engine.records.write_fsgen_records``); returns the writer's name,
+    ``"compat"`` (the research format, as run summaries have always recorded it)."""
+    write_fsgen_records(path, outputs, tokenizer=tokenizer)
+    return "compat"

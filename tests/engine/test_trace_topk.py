@@ -182,7 +182,7 @@ def _research_entries(probs_col, ids_col):
                                        ("speculative", {"num_draft_tokens": 3})])
 def test_record_from_output_distributions(far_engine, toy_engine, hf_models, method, kw):
     from fsgen_engine.compat.fsgen_open_source import _topk_entries
-    from fsgen_engine.compat.records import record_from_output
+    from fsgen_engine.records import record_from_output
 
     eng = far_engine if method == "oracle" else toy_engine
     for o in gen(eng, method, trace_topk=K, **kw):
@@ -208,7 +208,7 @@ def test_record_from_output_distributions(far_engine, toy_engine, hf_models, met
 
 
 def test_record_topk_without_meta_uses_row_length():
-    from fsgen_engine.compat.records import record_from_output
+    from fsgen_engine.records import record_from_output
 
     tr = Trace()
     tr.append(_step(0, small=([0.6, 0.3, 0.1], [7, 8, 9]), large=([0.5, 0.5, 0.0], [7, 1, 2])))

@@ -1,4 +1,6 @@
-"""The research code's JSONL record format (methods doc section 5): writer and reader.
+"""The FS-GEN research code's JSONL record format (methods doc section 5): writer and reader.
+
+Below both ``compat`` (the research API) and ``eval`` (data-set runs), which write these records.
 
 One JSON object per line per sample: the per-sample dict of ``FSGenOpenSource.generate_text``
 (``text, tokens, topK, slm_logits_prob, llm_logits_prob, if_match_now, total_tokens_num,
@@ -16,6 +18,10 @@ DATASET_KEYS = ("id", "dataset", "inputs", "correct", "llm_name", "slm_name", "s
 PER_RECORD_KEYS = ("id", "inputs", "correct", "slm_text")
 _DEFAULTS = {"dataset": "", "inputs": "", "correct": None, "llm_name": "", "slm_name": "", "slm_text": "",
              "method_info": []}
+ENGINE_TO_RESEARCH_METHOD = {"oracle": "OracleDecoding", "contrastive": "ContrastiveDecoding",
+                             "speculative": "SpeculativeDecoding", "proxy": "ProxyFineTuning"}
+ENGINE_TO_RESEARCH_ROUTER = {"always": "normal", "never": "none", "max_prob": "threshold",
+                             "margin": "delta_threshold", "learned": "svm"}
 
 
 def record_from_output(out, tokenizer=None) -> dict:
@@ -27,8 +33,6 @@ def record_from_output(out, tokenizer=None) -> dict:
     ``llm_logits_prob`` one entry per fired (``routed``) step, from the large model's own logits.
     Without them ``topK`` is 0 and both lists are empty. Data-set fields come from ``out.meta`` where
     present."""
-    from .names import research_method_info
-
     cols = out.trace.columns
     flags = [int(t != s) for r, t, s in zip(cols["routed"], cols["token"], cols["small_argmax"]) if r]
     if tokenizer is not None:
@@ -119,3 +123,26 @@ def read_fsgen_records(path) -> list[dict]:
                                  "engine trace files are read with fsgen_engine.outputs.read_traces")
             out.append(obj)
     return out
+
+
+def research_method_info(method: str, router: str, kwargs: dict | None = None) -> list:
+    """The research records' ``method_info``: ``[router_method dict, collabrate_method dict]``."""
+    kwargs = kwargs or {}
+    base, _, arg = (router or "").partition(":")
+    rname = ENGINE_TO_RESEARCH_ROUTER.get(base, base)
+    rdict: dict = {"method": rname}
+    if base == "max_prob" and arg:
+        rdict["threshold"] = float(arg)
+    elif base == "margin" and arg:
+        rdict["threshold"] = float(arg) / 2.0
+    elif base == "learned" and arg:
+        rdict["trained_model_path"] = arg
+    mname = ENGINE_TO_RESEARCH_METHOD.get(method, method)
+    mdict: dict = {"method": mname}
+    if method == "contrastive":
+        mdict.update(alpha=kwargs.get("alpha", 0.1), beta=kwargs.get("beta", 0.5))
+    elif method == "proxy":
+        mdict.update(alpha=kwargs.get("alpha", 1.0))
+    elif method == "speculative":
+        mdict.update(K=kwargs.get("num_draft_tokens", 5))
+    return [rdict, mdict]
