@@ -27,6 +27,9 @@ def add_common(parser: argparse.ArgumentParser, *, models_required: bool = True)
     d.add_argument("--seed", type=int, default=0, help="sampling seed for the examples and for decoding")
     d.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
     d.add_argument("--mbpp-timeout", type=float, default=10.0, help="seconds per MBPP program in the sandbox")
+    d.add_argument("--unsafe-exec", action="store_true",
+                   help="run model-written MBPP code even where the OS sandbox (user namespaces) cannot be set up: "
+                        "no isolation at all, only in a disposable machine or container")
     s = parser.add_argument_group("decoding")
     s.add_argument("--max-new-tokens", type=int, default=512)
     s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (FS-GEN)")
@@ -66,6 +69,14 @@ def add_ray(parser: argparse.ArgumentParser) -> None:
 def make_config(args, method: str = "oracle", router: str = "always"):
     from .runner import EvalConfig
 
+    unsafe = bool(getattr(args, "unsafe_exec", False))
+    if args.dataset == "mbpp" and not unsafe:  # fail before loading models, not after generating
+        from .sandbox import unavailable_message, isolation_error
+
+        reason = isolation_error()
+        if reason is not None:
+            raise ValueError(unavailable_message(reason))
+
     gen = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
            "alpha": args.alpha, "beta": args.beta, "preset": args.preset,
            "num_draft_tokens": args.num_draft_tokens, "seed": args.seed}
@@ -73,4 +84,4 @@ def make_config(args, method: str = "oracle", router: str = "always"):
                       max_new_tokens=args.max_new_tokens, fewshot=args.fewshot, chat=args.chat,
                       batch_size=args.batch_size, gen_kwargs=gen, large=args.large, small=args.small,
                       large_params=args.large_params, small_params=args.small_params,
-                      mbpp_timeout=args.mbpp_timeout)
+                      mbpp_timeout=args.mbpp_timeout, unsafe_exec=unsafe)

@@ -36,6 +36,7 @@ class EvalConfig:
     large_params: str | None = None
     small_params: str | None = None
     mbpp_timeout: float = 10.0
+    unsafe_exec: bool = False  # run MBPP code without OS isolation where it cannot be set up (sandbox.py)
     trace_topk: int = 0  # K of the top-K distributions kept per token (0 = off; research records: 100)
 
 
@@ -48,7 +49,8 @@ def _cut(text: str, stops: list[str]) -> str:
     return text[:cut]
 
 
-def score(dataset: str, ex: datasets.Example, text: str, mbpp_timeout: float = 10.0) -> dict:
+def score(dataset: str, ex: datasets.Example, text: str, mbpp_timeout: float = 10.0,
+          unsafe_exec: bool = False) -> dict:
     """Check one output; returns a dict with at least ``correct`` (None for mtbench)."""
     text = _cut(text, datasets.STOPS[dataset])
     row = ex.row
@@ -61,7 +63,8 @@ def score(dataset: str, ex: datasets.Example, text: str, mbpp_timeout: float = 1
         return answers.check_math(text, row["answer"])
     if dataset == "mbpp":
         code = datasets.extract_code(text)
-        r = check_mbpp(code, row["test_list"], row.get("test_setup_code", ""), timeout_s=mbpp_timeout)
+        r = check_mbpp(code, row["test_list"], row.get("test_setup_code", ""), timeout_s=mbpp_timeout,
+                       unsafe_exec=unsafe_exec)
         return {**r, "code": code}
     return {"correct": None}
 
@@ -117,7 +120,7 @@ def run_eval(engine, cfg: EvalConfig, out_dir: str | None = None, *, echo: bool 
 
     results = []
     for ex, out, turn in per_output:
-        r = score(cfg.dataset, ex, out.text, cfg.mbpp_timeout) if turn == 1 or cfg.dataset != "mtbench" else {"correct": None}
+        r = score(cfg.dataset, ex, out.text, cfg.mbpp_timeout, cfg.unsafe_exec) if turn == 1 or cfg.dataset != "mtbench" else {"correct": None}
         meta = dict(out.meta or {})
         meta.update({"dataset": cfg.dataset, "id": ex.row.get("task_id", ex.row.get("question_id", ex.index)),
                      "index": ex.index, "turn": turn, "large": cfg.large, "small": cfg.small,

@@ -1,14 +1,26 @@
-"""Run untrusted generated code (MBPP asserts) in a sandboxed subprocess, never in-process.
+"""Run untrusted generated code (MBPP asserts) isolated by the operating system, never in-process.
 
-The child is ``python -I`` (isolated: no user site, no PYTHON* env vars) with a fresh temporary
-directory as cwd. Before the untrusted code runs, the child
-- sets resource limits: RLIMIT_AS (memory), RLIMIT_CPU (CPU seconds), RLIMIT_FSIZE (file size),
-  RLIMIT_NPROC where allowed,
-- installs an audit hook (sys.addaudithook) that denies: open() for writing outside the temp dir,
-  file removal / renaming / directory and permission changes outside it, starting processes
-  (subprocess, os.system, exec, fork, spawn), sockets and ctypes.
-The parent kills the whole process group on wall-clock timeout. This is a best-effort sandbox for
-benchmark code, not a security boundary against an adversary (use a container for that).
+Each run is a fresh process tree in its own user, pid, mount, network, ipc, uts and cgroup namespaces
+(``unshare(2)``, set up by the trusted launcher :mod:`fsgen_engine.eval._sandbox_init`):
+
+- an unprivileged uid (root drops to ``nobody``), no capabilities, no-new-privileges;
+- a new root holding only the Python installation, /usr and /lib* (read-only, nosuid, nodev) and a
+  private, size-limited tmpfs ``/tmp`` (cwd, the only writable place); no /proc, no /etc, no home,
+  none of the evaluator's files, so nothing outside can be read, written, removed or renamed;
+- no network (an empty network namespace), no view of other processes (its own pid namespace), no
+  environment from the evaluator;
+- rlimits: address space, CPU seconds, file size, processes (``RLIMIT_NPROC``, binding because the
+  uid is not root), open files;
+- the wall-clock limit kills the launcher, whose death kills the namespace's init and with it, by the
+  kernel, every process the program started. The program's stderr goes to an unlinked temporary file,
+  never a pipe, so nothing it leaves behind can hold the evaluator waiting.
+
+When the isolation cannot be set up (a kernel without unprivileged user namespaces, a seccomp policy
+forbidding ``unshare``), :func:`run_sandboxed` raises :class:`SandboxUnavailableError` instead of
+running the code, unless the caller passes ``unsafe_exec=True`` (CLI: ``--unsafe-exec``), which runs
+it in a plain subprocess with rlimits only: no protection against hostile code.
+
+The program runs under ``python -I -S``: the standard library only (MBPP needs nothing else).
 """
 from __future__ import annotations
 
@@ -18,61 +30,20 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
+import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
-# Child-side prologue: {tmp} {mem} {cpu} {fsize} are substituted.
-_PROLOGUE = r'''
-import os, sys, resource
-_TMP = os.path.realpath({tmp!r})
-def _lim(kind, value):
-    try:
-        resource.setrlimit(kind, (value, value))
-    except (ValueError, OSError):
-        pass
-_lim(resource.RLIMIT_AS, {mem})
-_lim(resource.RLIMIT_CPU, {cpu})
-_lim(resource.RLIMIT_FSIZE, {fsize})
-_lim(resource.RLIMIT_CORE, 0)
+from . import _sandbox_init
 
-def _inside(path):
-    if isinstance(path, int):
-        return True  # an already-open descriptor
-    try:
-        p = os.fsdecode(path)
-    except TypeError:
-        return False
-    p = os.path.realpath(os.path.join(_TMP, p))
-    return p == _TMP or p.startswith(_TMP + os.sep)
+SANDBOX_UID = SANDBOX_GID = 65534  # nobody / nogroup: the uid root drops to
+_SETUP_FAILED = _sandbox_init.SETUP_FAILED
 
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-_PATH_EVENTS = {{"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
-                "os.symlink", "os.truncate", "os.utime", "os.chdir", "shutil.rmtree", "shutil.move",
-                "shutil.copyfile", "shutil.copytree", "os.replace"}}
-_DENY_PREFIX = ("subprocess.", "os.system", "os.exec", "os.fork", "os.forkpty", "os.spawn",
-                "os.posix_spawn", "os.kill", "os.killpg", "socket.", "ctypes.", "pty.", "os.startfile")
-
-def _hook(event, args):
-    if event == "open":
-        path, mode, flags = (list(args) + [None, None, None])[:3]
-        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-            isinstance(flags, int) and flags & _WRITE_FLAGS)
-        if writing and not _inside(path):
-            raise PermissionError("sandbox: writing outside the temp dir is blocked: %r" % (path,))
-    elif event in _PATH_EVENTS:
-        for a in args[:2]:
-            if isinstance(a, (str, bytes, os.PathLike)) and not _inside(a):
-                raise PermissionError("sandbox: %s outside the temp dir is blocked: %r" % (event, a))
-    elif event.startswith(_DENY_PREFIX):
-        raise PermissionError("sandbox: %s is blocked" % event)
-
-sys.addaudithook(_hook)
-del _hook
-'''
-
-# Runs the program file; exit code 0 = passed, 1 = an exception (assert failed), 3 = syntax error.
+# Runs /tmp/program.py; exit code 0 = passed, 1 = an exception (assert failed), 3 = syntax error.
 _RUNNER = r'''
 import sys, traceback
-with open({prog!r}, encoding="utf-8") as _f:
+with open("program.py", encoding="utf-8") as _f:
     _src = _f.read()
 try:
     _code = compile(_src, "program.py", "exec")
@@ -80,13 +51,17 @@ except SyntaxError:
     traceback.print_exc(limit=1)
     sys.exit(3)
 try:
-    exec(_code, {{"__name__": "__main__"}})
+    exec(_code, {"__name__": "__main__"})
 except SystemExit as e:
     sys.exit(0 if e.code in (None, 0) else 1)
 except BaseException:
     traceback.print_exc(limit=2)
     sys.exit(1)
 '''
+
+
+class SandboxUnavailableError(RuntimeError):
+    """The OS-level isolation could not be set up on this machine; generated code was not run."""
 
 
 @dataclass
@@ -98,55 +73,182 @@ class SandboxResult:
     wall_s: float
 
 
-def run_sandboxed(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, max_file_mb: int = 16,
-                  python: str | None = None) -> SandboxResult:
-    """Run ``code`` (a whole program: solution + asserts) in a sandboxed child process."""
-    import time
+def _python() -> str:
+    return os.path.realpath(sys.executable)
 
-    if timeout_s <= 0:
-        raise ValueError(f"timeout_s={timeout_s} must be positive")
-    with tempfile.TemporaryDirectory(prefix="fsgen_sandbox_") as tmp:
-        prog = os.path.join(tmp, "program.py")
-        with open(prog, "w", encoding="utf-8") as f:
-            f.write(code)
-        script = _PROLOGUE.format(tmp=tmp, mem=memory_mb << 20, cpu=max(1, int(timeout_s) + 1),
-                                  fsize=max_file_mb << 20) + _RUNNER.format(prog=prog)
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tmp, "TMPDIR": tmp}
+
+def _binds(python: str) -> list[str]:
+    """Paths visible (read-only) in the sandbox: the system libraries and the Python installation."""
+    paths = ["/usr", "/bin", "/lib", "/lib64", "/lib32", "/libx32", "/etc/ld.so.cache"]
+    for p in (sys.base_prefix, sys.base_exec_prefix, os.path.dirname(os.path.dirname(python))):
+        p = os.path.realpath(p)
+        if p != "/" and not any(p == q or p.startswith(q.rstrip("/") + "/") for q in paths):
+            paths.append(p)
+    return paths
+
+
+def run_sandboxed(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, max_file_mb: int = 16,
+                  max_procs: int = 16, tmp_mb: int = 64, unsafe_exec: bool = False) -> SandboxResult:
+    """Run ``code`` (a whole program: solution + asserts) isolated; see the module docstring.
+
+    ``timeout_s``: wall-clock limit for the whole process tree (CPU limit: the same, rounded up).
+    ``memory_mb``: address space per process; ``max_procs``: processes and threads; ``tmp_mb``: size of
+    the writable /tmp. Raises :class:`SandboxUnavailableError` when the isolation cannot be set up and
+    ``unsafe_exec`` is False."""
+    if not timeout_s > 0:
+        raise ValueError(f"run_sandboxed: timeout_s={timeout_s} must be positive")
+    if unsafe_exec:
+        return _run_unsafe(code, timeout_s, memory_mb, max_file_mb)
+    reason = isolation_error()
+    if reason is not None:
+        raise SandboxUnavailableError(unavailable_message(reason))
+    res = _run_isolated(code, timeout_s, memory_mb, max_file_mb, max_procs, tmp_mb)
+    if isinstance(res, str):
+        raise SandboxUnavailableError(unavailable_message(res))
+    return res
+
+
+def unavailable_message(reason: str) -> str:
+    return (f"the sandbox for generated code cannot be set up on this machine ({reason}), so the code was not "
+            "run. It needs unprivileged user namespaces (unshare(2) with new user, pid, mount and network "
+            "namespaces; check `unshare --user --map-current-user --pid --fork --mount --net true`). To run model-"
+            "written code without isolation anyway, pass --unsafe-exec (Python: unsafe_exec=True); only do "
+            "that in a disposable machine or container")
+
+
+@lru_cache(maxsize=None)
+def isolation_error() -> str | None:
+    """None when the isolation works on this machine, else why not (probed once per process)."""
+    res = _run_isolated("pass", 30.0, 256, 1, 4, 1)
+    if isinstance(res, str):
+        return res
+    if not res.passed:
+        return f"a trivial program did not run in the sandbox: status {res.status}, {res.stderr.strip()[-300:]}"
+    return None
+
+
+def _run_isolated(code, timeout_s, memory_mb, max_file_mb, max_procs, tmp_mb) -> SandboxResult | str:
+    """A SandboxResult, or the reason the isolation failed (a str)."""
+    python = _python()
+    cfg = {"python": python, "program": code, "runner": _RUNNER, "binds": _binds(python),
+           "devices": ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"],
+           "uid": SANDBOX_UID, "gid": SANDBOX_GID, "tmp_mb": int(tmp_mb), "parent_pid": os.getpid(),
+           "limits": {"as": int(memory_mb) << 20, "cpu": max(1, int(timeout_s + 0.999)),
+                      "fsize": int(max_file_mb) << 20, "nproc": int(max_procs), "nofile": 256}}
+    with tempfile.TemporaryFile() as cfg_f, tempfile.TemporaryFile() as err_f, tempfile.TemporaryFile() as st_f:
+        cfg["status_fd"] = st_f.fileno()
+        cfg_f.write(json.dumps(cfg).encode())
+        cfg_f.seek(0)
         t0 = time.perf_counter()
-        proc = subprocess.Popen([python or sys.executable, "-I", "-B", "-c", script], cwd=tmp, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen([python, "-I", "-S", "-B", _sandbox_init.__file__], stdin=cfg_f,
+                                stdout=subprocess.DEVNULL, stderr=err_f, pass_fds=(st_f.fileno(),),
+                                start_new_session=True, env={"PATH": "/usr/bin:/bin"})
+        timed_out = False
         try:
-            _, err = proc.communicate(timeout=timeout_s)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            _, err = proc.communicate()
-            return SandboxResult(False, "timeout", None, _tail(err), time.perf_counter() - t0)
-        finally:
-            _kill_group(proc)  # stray grandchildren, if any slipped through
+            timed_out = True
+        _kill(proc)
+        status = _read(st_f, 0, 1000).strip()
+        if status.startswith("ok "):
+            _wait_gone(int(status.split()[1]))  # the namespace's init, and so every process it held
         wall = time.perf_counter() - t0
+        err = _read(err_f)
+    if not status.startswith("ok"):
+        if timed_out:
+            return "the launcher hung during setup"
+        return status.removeprefix("error ") or f"launcher exited with {proc.returncode}"
+    if timed_out:
+        return SandboxResult(False, "timeout", None, err, wall)
     rc = proc.returncode
     status = {0: "passed", 1: "failed", 3: "syntax_error"}.get(rc, "killed")
-    return SandboxResult(rc == 0, status, rc, _tail(err), wall)
+    return SandboxResult(rc == 0, status, rc, err, wall)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    proc.wait()
 
 
-def _tail(b: bytes, n: int = 2000) -> str:
-    return (b or b"")[-n:].decode("utf-8", "replace")
+def _wait_gone(pid: int, limit_s: float = 5.0) -> None:
+    """Wait until ``pid`` (the sandbox's init; its parent, the launcher, is dead) is dead or a zombie."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return
+        if state in (b"Z", b"X"):
+            return
+        time.sleep(0.005)
+
+
+def _read(f, tail: int = 2000, head: int | None = None) -> str:
+    f.flush()
+    size = os.fstat(f.fileno()).st_size
+    if head is not None:
+        f.seek(0)
+        return f.read(head).decode("utf-8", "replace")
+    f.seek(max(0, size - tail))
+    return f.read().decode("utf-8", "replace")
+
+
+# Unsafe mode: a plain subprocess with rlimits, for machines where the isolation cannot be set up and the
+# user accepted the risk. Nothing here stops hostile code.
+_UNSAFE_PROLOGUE = r'''
+import resource
+for _k, _v in ((resource.RLIMIT_AS, {mem}), (resource.RLIMIT_CPU, {cpu}), (resource.RLIMIT_FSIZE, {fsize}),
+               (resource.RLIMIT_CORE, 0)):
+    try:
+        resource.setrlimit(_k, (_v, _v))
+    except (ValueError, OSError):
+        pass
+del resource, _k, _v
+'''
+_warned_unsafe = False
+
+
+def _run_unsafe(code, timeout_s, memory_mb, max_file_mb) -> SandboxResult:
+    global _warned_unsafe
+    if not _warned_unsafe:
+        warnings.warn("unsafe_exec=True: model-written code runs WITHOUT isolation (rlimits only); it can read, "
+                      "write and delete your files and use the network", RuntimeWarning, stacklevel=3)
+        _warned_unsafe = True
+    script = _UNSAFE_PROLOGUE.format(mem=int(memory_mb) << 20, cpu=max(1, int(timeout_s + 0.999)),
+                                     fsize=int(max_file_mb) << 20) + _RUNNER
+    with tempfile.TemporaryDirectory(prefix="fsgen_unsafe_") as tmp, tempfile.TemporaryFile() as err_f:
+        with open(os.path.join(tmp, "program.py"), "w", encoding="utf-8") as f:
+            f.write(code)
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tmp, "TMPDIR": tmp}
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([_python(), "-I", "-S", "-B", "-c", script], cwd=tmp, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_f,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=timeout_s)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        _kill(proc)
+        wall = time.perf_counter() - t0
+        err = _read(err_f)
+    if timed_out:
+        return SandboxResult(False, "timeout", None, err, wall)
+    rc = proc.returncode
+    return SandboxResult(rc == 0, {0: "passed", 1: "failed", 3: "syntax_error"}.get(rc, "killed"), rc, err, wall)
 
 
 def mbpp_program(solution: str, test_list: list[str], setup: str = "") -> str:
     return "\n".join([setup or "", solution, "", *test_list, ""])
 
 
-def check_mbpp(solution: str, test_list: list[str], setup: str = "", timeout_s: float = 10.0) -> dict:
-    res = run_sandboxed(mbpp_program(solution, test_list, setup), timeout_s=timeout_s)
+def check_mbpp(solution: str, test_list: list[str], setup: str = "", timeout_s: float = 10.0,
+               unsafe_exec: bool = False) -> dict:
+    res = run_sandboxed(mbpp_program(solution, test_list, setup), timeout_s=timeout_s, unsafe_exec=unsafe_exec)
     return {"correct": res.passed, "status": res.status, "stderr": res.stderr[-500:]}
 
 
