@@ -6,13 +6,11 @@ Label: at each step where System 2 ran (``routed`` and ``large_argmax >= 0``),
 As in the research code, negatives are down-sampled 1:1 to the positives (seeded), then an RBF SVM
 (``SVC(probability=True)``) or a logistic regression is fitted behind a ``StandardScaler``.
 
-The saved artifact (joblib) is a dict::
-
-    {"format": "fsgen-router/1", "kind": "svm"|"logistic", "pipeline": sklearn Pipeline,
-     "features": spec (e.g. "stats4"), "feature_names": [...], "threshold": 0.5,
-     "metadata": {n_train, n_pos, n_neg, sources, seed, ...}}
-
-A router fires when ``pipeline.predict_proba(X)[:, 1] >= threshold``.
+The saved artifact is data only: the fitted parameters as JSON (:mod:`fsgen_engine.router_format`,
+format ``fsgen-router/2``), with the feature spec (e.g. "stats4"), ``threshold`` and ``metadata``
+(n_train, n_pos, n_neg, sources, seed, ...). A router fires when its mismatch probability (what
+``pipeline.predict_proba(X)[:, 1]`` gives) is >= ``threshold``. The bundle :func:`train_router`
+returns also keeps the scikit-learn ``pipeline``.
 """
 from __future__ import annotations
 
@@ -25,7 +23,10 @@ import numpy as np
 from fsgen_engine.router_features import (FEATURES_STATS, STATS_FEATURE_NAMES, TOPK_COLUMN, features_for_spec,
                                           parse_spec)
 
-FORMAT = "fsgen-router/1"
+from fsgen_engine.router_format import FORMAT, load_router, predict_fire, predict_mismatch_proba  # noqa: F401
+from fsgen_engine.router_format import save_router as _save_json
+from fsgen_engine.router_format import validate
+
 KINDS = ("svm", "logistic")
 
 
@@ -110,8 +111,59 @@ def train_router(x: np.ndarray, y: np.ndarray, *, kind: str = "svm", spec: str =
     meta = {"n_steps": int(len(y)), "n_pos": n_pos, "n_neg": n_neg, "n_train": int(len(yb)), "seed": seed,
             "neg_ratio": ratio}
     meta.update(metadata or {})
-    return {"format": FORMAT, "kind": kind, "pipeline": pipe, "features": spec, "feature_names": names,
-            "threshold": float(threshold), "metadata": meta}
+    data = {"format": FORMAT, "kind": kind, "features": spec, "feature_names": names,
+            "threshold": float(threshold), "metadata": meta, "model": export_model(pipe)}
+    bundle = validate(data, "<trained router>")
+    bundle["pipeline"] = pipe
+    return bundle
+
+
+def export_model(pipe) -> dict:
+    """The fitted parameters of a (StandardScaler +) SVC(rbf) / CalibratedClassifierCV(SVC) /
+    LogisticRegression pipeline as plain data (the ``model`` entry of a router file)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    steps = list(pipe.named_steps.values()) if hasattr(pipe, "named_steps") else [pipe]
+    clf = steps[-1]
+    scaler = None
+    for st in steps[:-1]:
+        if not isinstance(st, StandardScaler):
+            raise ValueError(f"cannot export pipeline step {type(st).__name__}: only StandardScaler is supported")
+        scaler = {"mean": st.mean_.tolist() if st.with_mean else [0.0] * st.n_features_in_,
+                  "scale": st.scale_.tolist() if st.with_std else [1.0] * st.n_features_in_}
+    if list(getattr(clf, "classes_", [])) != [0, 1]:
+        raise ValueError(f"a router classifier must have classes [0, 1], got {getattr(clf, 'classes_', None)}")
+
+    def svm_params(svc):
+        if svc.kernel != "rbf":
+            raise ValueError(f"cannot export an SVC with kernel={svc.kernel!r}: only 'rbf' is supported")
+        return {"type": "svm_rbf", "gamma": float(svc._gamma), "support_vectors": svc.support_vectors_.tolist(),
+                "dual_coef": svc.dual_coef_[0].tolist(), "intercept": float(svc.intercept_[0])}
+
+    if isinstance(clf, LogisticRegression):
+        c = {"type": "logistic", "coef": clf.coef_[0].tolist(), "intercept": float(clf.intercept_[0])}
+    elif isinstance(clf, SVC):
+        with warnings.catch_warnings():  # probA_/probB_ are deprecated along with probability=True
+            warnings.simplefilter("ignore", FutureWarning)
+            if not getattr(clf, "probability", False):
+                raise ValueError("cannot export an SVC without probability=True")
+            c = dict(svm_params(clf), probability={"method": "libsvm_platt", "a": float(clf.probA_[0]),
+                                                   "b": float(clf.probB_[0])})
+    elif isinstance(clf, CalibratedClassifierCV):
+        if clf.method != "sigmoid" or len(clf.calibrated_classifiers_) != 1:
+            raise ValueError("cannot export a CalibratedClassifierCV other than method='sigmoid', ensemble=False")
+        cc = clf.calibrated_classifiers_[0]
+        if not isinstance(cc.estimator, SVC):
+            raise ValueError(f"cannot export a calibrated {type(cc.estimator).__name__}: only SVC")
+        cal = cc.calibrators[0]
+        c = dict(svm_params(cc.estimator), probability={"method": "sigmoid", "a": float(cal.a_), "b": float(cal.b_)})
+    else:
+        raise ValueError(f"cannot export a {type(clf).__name__} router: supported are SVC(rbf, probability=True), "
+                         "CalibratedClassifierCV(SVC, sigmoid) and LogisticRegression")
+    return {"scaler": scaler, "classifier": c}
 
 
 def train_router_from_traces(paths: Sequence[str], *, kind: str = "svm", top_k: int = 0, seed: int = 0,
@@ -133,38 +185,12 @@ def train_router_from_traces(paths: Sequence[str], *, kind: str = "svm", top_k: 
 
 
 def save_router(bundle: dict, path: str) -> None:
-    import joblib
-
-    joblib.dump(bundle, path)
-
-
-def load_router(path: str) -> dict:
-    """Load an artifact written by :func:`save_router`; a bare sklearn estimator (the research code's
-    ``svm_router_top1000.pkl``, fitted on top-k probabilities) is wrapped with spec ``topk:<n_features>``."""
-    import joblib
-
-    obj = joblib.load(path)
-    if isinstance(obj, dict) and "pipeline" in obj:
-        return obj
-    if hasattr(obj, "predict"):
-        n = int(getattr(obj, "n_features_in_", 10))
-        return {"format": "sklearn", "kind": type(obj).__name__, "pipeline": obj, "features": f"topk_only:{n}",
-                "feature_names": [f"p{i + 1}" for i in range(n)], "threshold": 0.5, "metadata": {}}
-    raise ValueError(f"{path} is not a router file: expected a dict with 'pipeline' or an sklearn estimator")
-
-
-def predict_mismatch_proba(bundle: dict, x: np.ndarray) -> np.ndarray:
-    """Probability of a mismatch for feature rows ``x [N, F]``."""
-    pipe = bundle["pipeline"]
-    x = np.asarray(x, dtype=np.float64)
-    if hasattr(pipe, "predict_proba"):
-        try:
-            return pipe.predict_proba(x)[:, 1]
-        except AttributeError:  # SVC(probability=False) exposes predict_proba but raises
-            pass
-    return pipe.predict(x).astype(np.float64)
-
-
-def predict_fire(bundle: dict, x: np.ndarray) -> np.ndarray:
-    """Boolean ``[N]``: whether the router calls System 2."""
-    return predict_mismatch_proba(bundle, x) >= bundle.get("threshold", 0.5)
+    """Write a router as JSON (data only). A bundle without ``model`` (an old pickled one loaded with
+    ``allow_pickle=True``) is exported from its scikit-learn ``pipeline`` first."""
+    if "model" not in bundle:
+        bundle = dict(bundle, format=FORMAT, model=export_model(bundle["pipeline"]))
+        bundle.setdefault("kind", "svm")
+        if bundle["features"].startswith("topk_only:"):
+            raise ValueError("the research code's bare SVM (features = top-k probabilities without entropy) has no "
+                             "JSON form; re-train with `fsgen train-router`")
+    _save_json(bundle, path)

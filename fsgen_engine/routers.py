@@ -12,8 +12,9 @@ Names (``parse_router``)::
     threshold = max_prob:0.5, delta_threshold = margin:0.4
 
 ``max_prob:T`` fires when ``max p < T``; ``margin:T`` when ``p1 - p2 < T``; ``entropy:T`` when
-``H > T`` nats; ``learned:PATH`` loads a classifier written by ``fsgen train-router``
-(:mod:`fsgen_engine.router_training`) and fires when its mismatch probability >= its threshold.
+``H > T`` nats; ``learned:PATH`` loads a classifier written by ``fsgen train-router`` (a data-only
+JSON file, :mod:`fsgen_engine.router_format`; never a pickle unless ``allow_pickle=True``) and fires
+when its mismatch probability >= its threshold. Loading a router never imports the training code.
 """
 from __future__ import annotations
 
@@ -93,23 +94,24 @@ def router_features(logits: torch.Tensor, stats=None, k: int = 10) -> torch.Tens
 
 
 class LearnedRouter(Router):
-    """A classifier saved by ``fsgen train-router`` (a joblib dict with an sklearn ``pipeline``,
-    its feature spec and a ``threshold``) or a bare sklearn estimator with ``predict_proba``.
+    """A classifier saved by ``fsgen train-router``: its fitted parameters, feature spec and
+    ``threshold`` as JSON (see :mod:`fsgen_engine.router_format`). Old pickled routers (joblib, the
+    research code's ``.pkl``) are refused unless ``allow_pickle=True`` (they can run code; warns).
     Reading its decision needs the features on the host: one sync per step."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, allow_pickle: bool = False):
         if not os.path.exists(path):
             raise ValueError(f"router 'learned:{path}': file not found; train one with `fsgen train-router`")
-        from fsgen_engine.router_training import load_router
+        from fsgen_engine.router_format import load_router
 
         self.path = path
-        self.bundle = load_router(path)
+        self.bundle = load_router(path, allow_pickle=allow_pickle)
         self.name = f"learned:{path}"
 
     def __call__(self, logits, stats):
         import numpy as np
 
-        from fsgen_engine.router_training import predict_fire
+        from fsgen_engine.router_format import predict_fire
 
         spec = self.bundle.get("features", "stats4")
         if spec.startswith("topk_only:"):
@@ -123,10 +125,12 @@ class LearnedRouter(Router):
         return torch.from_numpy(fire).to(logits.device)
 
 
-def parse_router(spec) -> Router:
+def parse_router(spec, *, allow_pickle: bool = False) -> Router:
     """``"max_prob:0.5"`` etc. -> a :class:`Router` (a Router instance passes through).
+    ``allow_pickle``: let ``learned:PATH`` read an old pickled router (runs the file's code; warns).
 
-    Raises ValueError naming the valid routers for an unknown name or a bad threshold."""
+    Raises ValueError naming the valid routers for an unknown name or a bad threshold, and naming the
+    file for a router file that is missing, corrupt or not data-only."""
     if isinstance(spec, Router):
         return spec
     if spec is None:
@@ -155,6 +159,6 @@ def parse_router(spec) -> Router:
         return ThresholdRouter(name, t)
     if name == "learned" or name == "svm":
         if not arg:
-            raise ValueError(f"router={spec!r}: give the classifier file, e.g. 'learned:router.joblib'")
-        return LearnedRouter(arg)
+            raise ValueError(f"router={spec!r}: give the classifier file, e.g. 'learned:router.json'")
+        return LearnedRouter(arg, allow_pickle=allow_pickle)
     raise ValueError(f"router={spec!r} is not a router; valid routers: {_valid_list()}")

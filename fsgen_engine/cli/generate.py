@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="collaboration method: " + ", ".join(METHODS) + " (FS-GEN: oracle, contrastive, proxy, "
                         "speculative; baselines large, small)")
     c.add_argument("--router", default="always",
-                   help="when System 2 is called: always, never, max_prob:T, margin:T, entropy:T, learned:ROUTER.joblib")
+                   help="when System 2 is called: always, never, max_prob:T, margin:T, entropy:T, learned:ROUTER.json")
     c.add_argument("--num-draft-tokens", type=int, default=None, help="speculative draft length K (default 5)")
     c.add_argument("--alpha", type=float, default=None,
                    help="contrastive plausibility cutoff (default 0.1) or proxy strength (default 1.0)")

@@ -8,11 +8,14 @@ HELP = "fit a learned router from traces (scikit-learn)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("traces", nargs="+", metavar="TRACES.jsonl",
+    parser.add_argument("traces", nargs="*", metavar="TRACES.jsonl",
                         help="trace files written by `fsgen generate --out` or `fsgen eval --out` "
                              "(best with --router always, so every step has a large-model label)")
-    parser.add_argument("--out", required=True, metavar="ROUTER.joblib",
-                        help="where to save the router (use it as --router learned:ROUTER.joblib)")
+    parser.add_argument("--out", required=True, metavar="ROUTER.json",
+                        help="where to save the router, as data-only JSON (use it as --router learned:ROUTER.json)")
+    parser.add_argument("--convert", metavar="OLD.joblib", default=None,
+                        help="instead of training: rewrite an old pickled router (fsgen-router/1 joblib) as JSON. "
+                             "Loading a pickle runs any code it holds: only convert files you trust")
     parser.add_argument("--kind", choices=("svm", "logistic"), default="svm",
                         help="classifier: RBF SVM with probability outputs (FS-GEN) or logistic regression")
     parser.add_argument("--top-k", type=int, default=10,
@@ -47,6 +50,12 @@ def run(args) -> int:
 
     from fsgen_engine.router_training import save_router, train_router_from_traces
 
+    if args.convert:
+        return _convert(args)
+    if not args.traces:
+        print("fsgen train-router: error: give trace files (TRACES.jsonl ...) or --convert OLD.joblib",
+              file=sys.stderr)
+        return 2
     try:
         top_k = args.top_k if args.top_k > 0 and _has_topk(args.traces) else 0
         if args.top_k > 0 and top_k == 0:
@@ -62,4 +71,26 @@ def run(args) -> int:
     m = bundle["metadata"]
     print(f"trained {bundle['kind']} router on {m['n_train']} steps ({m['n_pos']} mismatches, {m['n_neg']} matches "
           f"of {m['n_steps']} routed steps); features {bundle['features']} -> {args.out}")
+    return 0
+
+
+def _convert(args) -> int:
+    import sys
+    import warnings
+
+    from fsgen_engine.router_format import load_router
+    from fsgen_engine.router_training import save_router
+
+    if args.traces:
+        print("fsgen train-router: error: --convert takes no trace files", file=sys.stderr)
+        return 2
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the user asked for exactly this
+            bundle = load_router(args.convert, allow_pickle=True)
+        save_router(bundle, args.out)
+    except (ValueError, OSError) as exc:
+        print(f"fsgen train-router: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"converted {args.convert} -> {args.out} (JSON, data only)")
     return 0

@@ -20,9 +20,14 @@ they are recomputed with one teacher-forced forward of the HF models over prompt
 rounding). Proxy tuning's mismatch reference, the small *base* model's argmax, comes from that pass
 too (FS-GEN's definition).
 
-Differences from the research code, on purpose: ``temperature`` is honoured (0 = greedy); the
-research code ignored it and was always greedy, so pass ``research_greedy=True`` to reproduce runs
-that passed ``temperature=0.7``. ``stop_word_ids`` is not mutated. Speculative decoding stops at
+Reproduces the research code by default: its decoding is always greedy whatever ``temperature`` says
+(``logits_gen.py`` passes ``temperature=0.7`` everywhere, and the paper's figures come from those greedy
+runs), so ``temperature`` is ignored too, with a warning the first time a non-zero one is passed. To
+sample with ``temperature`` instead, opt in with ``research_greedy=False``. Learned routers
+(``{"method": "svm", "trained_model_path": ...}``) are read as data-only JSON files; the research code's
+pickled ``.pkl`` needs ``allow_pickle_router=True`` (it can run code; warns).
+
+Differences from the research code, on purpose: ``stop_word_ids`` is not mutated. Speculative decoding stops at
 ``max_tokens`` and at an EOS anywhere in a round (the research loop could overshoot by up to K and only
 checked EOS on the round's last token).
 """
@@ -112,13 +117,15 @@ class FSGenOpenSource:
     engine: an ``Engine`` to use instead of converting the models.
     record_distributions: fill ``slm_logits_prob`` / ``llm_logits_prob`` (engine backend, oracle and
         contrastive: from the engine's top-100 trace; otherwise one extra forward per model).
-    research_greedy: ignore ``temperature`` and decode greedily, as the research code did.
+    research_greedy: True (default): ignore ``temperature`` and decode greedily, as the research code
+        did (warns once when a non-zero temperature is ignored); False: sample with ``temperature``.
+    allow_pickle_router: let a learned router be a pickle (the research code's ``.pkl``): runs code.
     engine_kwargs: passed to ``Engine`` (kv_memory, max_batch, page_size).
     """
 
     def __init__(self, large_model, small_model, tokenizer, small_ft_model=None, *, backend: str = "engine",
                  device=None, dtype=None, engine=None, record_distributions: bool = True,
-                 research_greedy: bool = False, **engine_kwargs):
+                 research_greedy: bool = True, allow_pickle_router: bool = False, **engine_kwargs):
         if backend not in ("engine", "hf"):
             raise ValueError(f"backend={backend!r} must be 'engine' or 'hf'")
         self.large_model = large_model
@@ -130,7 +137,9 @@ class FSGenOpenSource:
         self.dtype = dtype
         self._engine = engine
         self.record_distributions = record_distributions
-        self.research_greedy = research_greedy
+        self.research_greedy = bool(research_greedy)
+        self.allow_pickle_router = bool(allow_pickle_router)
+        self._warned_temperature = False
         self.engine_kwargs = engine_kwargs
         self.last_output = None  # the engine GenerationOutput of the latest call (trace, stats)
 
@@ -154,9 +163,9 @@ class FSGenOpenSource:
 
             learned = None
             if router.startswith("learned:"):
-                from fsgen_engine.router_training import load_router
+                from fsgen_engine.router_format import load_router
 
-                learned = load_router(router.split(":", 1)[1])
+                learned = load_router(router.split(":", 1)[1], allow_pickle=self.allow_pickle_router)
             return hf_generate(self.large_model, self.small_model, self.small_ft_model, prompt, method=spec.method,
                                router=router, max_new_tokens=max_tokens, stop_ids=stops, temperature=temperature,
                                seed=seed, learned=learned, **spec.kwargs)
@@ -165,8 +174,8 @@ class FSGenOpenSource:
         kw = dict(spec.kwargs)
         if self._distributions_from_trace(spec):
             kw["trace_topk"] = TOPK
-        outs = self.engine.generate([prompt], method=spec.method, router=router, max_new_tokens=max_tokens,
-                                    stop=None, ignore_eos=True,
+        outs = self.engine.generate([prompt], method=spec.method, router=self._router_arg(router),
+                                    max_new_tokens=max_tokens, stop=None, ignore_eos=True,
                                     **generate_kwargs(temperature=temperature, seed=seed, **kw))
         return outs[0]
 
@@ -177,6 +186,29 @@ class FSGenOpenSource:
         if self.backend != "engine" or not self.record_distributions or spec.method not in ("oracle", "contrastive"):
             return False
         return self._vocab(self.large_model) == self._vocab(self.small_model)
+
+    def _temperature(self, temperature) -> float:
+        if temperature is None:
+            return 0.0
+        t = float(temperature)
+        if not self.research_greedy:
+            return t
+        if t != 0.0 and not self._warned_temperature:
+            import warnings
+
+            warnings.warn(f"FSGenOpenSource: temperature={t:g} is ignored and decoding is greedy, as in the research "
+                          "code (whose figures come from greedy runs); pass research_greedy=False to sample with "
+                          "it", UserWarning, stacklevel=3)
+            self._warned_temperature = True
+        return 0.0
+
+    def _router_arg(self, router: str):
+        """The engine's router argument: a data-only learned router unless pickles are allowed."""
+        if router.startswith("learned:") and self.allow_pickle_router:
+            from fsgen_engine.routers import LearnedRouter
+
+            return LearnedRouter(router.split(":", 1)[1], allow_pickle=True)
+        return router
 
     # -- the research API -----------------------------------------------------------------------
     def generate_text(self, input_ids, max_tokens: int = 50, collabrate_method=None, router_method=None,
@@ -189,7 +221,7 @@ class FSGenOpenSource:
                              "small_ft_model=...)")
         if int(max_tokens) < 1:
             raise ValueError(f"max_tokens={max_tokens} must be at least 1")
-        temperature = 0.0 if self.research_greedy or temperature is None else float(temperature)
+        temperature = self._temperature(temperature)
         prompt = _prompt_ids(input_ids)
         stops = [[int(t) for t in s] for s in (stop_word_ids or []) if len(s)]
         stops += [[e] for e in _eos_ids(self.tokenizer, self.small_model)]

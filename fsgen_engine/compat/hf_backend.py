@@ -44,7 +44,7 @@ def _fires(router: str, ent: float, p1: float, margin: float, learned=None, z=No
         return ent > float(arg)
     if base == "learned":
         from fsgen_engine.router_features import features_from_logits
-        from fsgen_engine.router_training import predict_fire
+        from fsgen_engine.router_format import predict_fire
 
         spec = learned["features"]
         if spec.startswith("topk_only:"):  # a bare research SVM on top-k probabilities

@@ -41,7 +41,7 @@ def test_train_router_cli_learns_mismatch(tmp_path, kind, capsys):
 
     train = tmp_path / "train.jsonl"
     write_traces(train, _synthetic_outputs(8, 150, seed=1, routed_frac=0.9))
-    out = tmp_path / "router.joblib"
+    out = tmp_path / "router.json"
     assert main(["train-router", str(train), "--out", str(out), "--kind", kind, "--seed", "3"]) == 0
     assert "trained" in capsys.readouterr().out
 
@@ -73,5 +73,5 @@ def test_collect_examples_uses_routed_steps_only():
 def test_train_router_errors(tmp_path, capsys):
     path = tmp_path / "never.jsonl"
     write_traces(path, _synthetic_outputs(1, 20, seed=0, routed_frac=0.0))
-    assert main(["train-router", str(path), "--out", str(tmp_path / "r.joblib")]) == 1
+    assert main(["train-router", str(path), "--out", str(tmp_path / "r.json")]) == 1
     assert "no routed steps" in capsys.readouterr().err

@@ -171,9 +171,9 @@ def test_svm_router(tmp_path, models):
     from fsgen_engine.router_training import save_router, train_router_from_traces
 
     write_traces(tmp_path / "t.jsonl", _synthetic_outputs(2, 60, seed=1))
-    save_router(train_router_from_traces([str(tmp_path / "t.jsonl")], kind="logistic"), str(tmp_path / "r.joblib"))
+    save_router(train_router_from_traces([str(tmp_path / "t.jsonl")], kind="logistic"), str(tmp_path / "r.json"))
     large, small, small_ft = models
     fs = FSGenOpenSource(large, small, tiny_tokenizer(), small_ft, backend="hf", record_distributions=False)
     got = fs.generate_text([PROMPTS[1]], max_tokens=3, router_method={"method": "svm",
-                                                                       "trained_model_path": str(tmp_path / "r.joblib")})
+                                                                       "trained_model_path": str(tmp_path / "r.json")})
     assert got["total_tokens_num"] == 3 and len(got["if_match_now"]) == got["latent_tokens_num"] <= 3

@@ -56,19 +56,20 @@ def test_string_prompts_and_text(toy_engine, tok):
 
 
 def test_learned_router(toy_engine, tmp_path):
-    import joblib
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from fsgen_engine.router_training import export_model, save_router
     from fsgen_engine.routers import parse_router
 
     rng = torch.Generator().manual_seed(0)
     x = torch.rand(200, 4, generator=rng).numpy()
     y = (x[:, 1] < 0.5).astype(int)  # fires when max prob is low
     pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
-    path = tmp_path / "r.joblib"
-    joblib.dump({"format": "fsgen-router/1", "pipeline": pipe, "features": "stats4", "threshold": 0.5}, path)
+    path = tmp_path / "r.json"
+    save_router({"format": "fsgen-router/2", "kind": "logistic", "model": export_model(pipe), "features": "stats4",
+                 "threshold": 0.5}, str(path))
     r = parse_router(f"learned:{path}")
     assert r.static is None
     outs = gen(toy_engine, method="oracle", router=f"learned:{path}", ignore_eos=True)
