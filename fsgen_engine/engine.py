@@ -24,6 +24,7 @@ from fsgen_engine.generate_args import (MAX_DRAFT_TOKENS, MethodOptions, check_m
 from fsgen_engine.kv import KVPool
 from fsgen_engine.methods import make_method
 from fsgen_engine.methods.tracer import Tracer
+from fsgen_engine.models.checks import check_prompt_ids, check_vocabularies, load_model_checked
 from fsgen_engine.outputs import GenerationOutput
 from fsgen_engine.runtime.cuda_graphs import GraphedForward, graphs_supported
 from fsgen_engine.runtime.executor import StepRunner
@@ -89,7 +90,9 @@ class Engine:
                 a, b = ids[a_i], ids[b_i]
                 check_tokenizers(self.tokenizers.get(a), self.tokenizers.get(b), self.names[a], self.names[b],
                                  vocab_size_of(self.models[a]), vocab_size_of(self.models[b]))
-        self.vocab_size = min(vocab_size_of(m) for m in self.models.values())
+        self._vocab = {r: vocab_size_of(m) for r, m in self.models.items()}
+        check_vocabularies(self._vocab, self.names, self.tokenizers, self.tokenizer)
+        self.vocab_size = min(self._vocab.values())
         self.max_positions = min(max_positions_of(m) for m in self.models.values())
         self.eos_ids = sorted(eos_ids_of(self.models["large"], self.tokenizer))
         specs = {m: kv_spec_of(model, self.dtype, self.device) for m, model in self.models.items()}
@@ -150,7 +153,7 @@ class Engine:
             path = os.fspath(spec)
             if not os.path.exists(path):
                 raise ValueError(f"{role}={path!r}: no such model folder or GGUF file")
-            model, tok = M.load_model(path, dtype=self.dtype, device=self.device)
+            model, tok = load_model_checked(role, path, dtype=self.dtype, device=self.device)
             self.names[role] = path
         elif hasattr(spec, "forward") and hasattr(spec, "num_layers") and hasattr(spec, "early_exit"):
             model, tok = spec, getattr(spec, "tokenizer", None)
@@ -207,6 +210,7 @@ class Engine:
         cfg = method_config(self.models, method=method, router=router, options=options, trace_topk=trace_topk)
         check_max_new_tokens(max_new_tokens)
         prompt_ids = tokenize_prompts(prompts, self.tokenizer, self.vocab_size, self.max_positions, chat)
+        check_prompt_ids(prompt_ids, self._vocab, self.names)
         rules = StopRules(self.tokenizer, self.eos_ids, stop, ignore_eos)
         check_num_samples(n, self.max_batch)
         algo = make_method(cfg, self.runner, Sampler(self.device, sampling))
