@@ -64,7 +64,9 @@ def print_generations(console, prompts, outputs: dict, hf_row: dict | None, meth
         t.add_row("HF generate", _clip(hf_row["texts"][0]))
     for label, outs in outputs.items():
         t.add_row(f"{label}\n[dim]{about.get(label, '')}[/]", _clip(outs[0].text))
-    console.print(t)
+    from .console import print_table as _print
+
+    _print(console, t, max_width=160)  # long outputs wrap inside their cell
 
 
 def _clip(text: str, n: int = 260) -> str:
@@ -83,7 +85,9 @@ def print_table(console, summary: dict) -> None:
         t.add_column(c, justify="left" if c in ("method", "router") else "right")
     for row in table_rows(summary):
         t.add_row(*map(str, row))
-    console.print(t)
+    from .console import print_table as _print
+
+    _print(console, t)
     console.print("[dim]tokens/s = emitted tokens of all prompts / wall time of the batch; x HF = ratio to HF "
                   "transformers generate in this run; large-call frac = large-model calls / tokens "
                   "(speculative: verification rounds); CF = collaboration frequency = mismatches / tokens; "

@@ -73,7 +73,9 @@ def _print_table(console, doc: dict) -> None:
         t.add_column(head, justify="right" if head not in ("pair", "contender") else "left")
     for r in doc["rows"]:
         t.add_row(*[_fmt(r.get(k), k) for k, _ in COLUMNS], style="red" if r.get("error") else None)
-    console.print(t)
+    from fsgen_engine.benchmark.console import print_table
+
+    print_table(console, t)
     for r in doc["rows"]:
         if r.get("error"):
             console.print(f"[red]{r['contender']} (batch {r['batch']}): {r['error']}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 NAME = "generate"
 HELP = "generate with a large/small model pair and a collaboration method"
@@ -59,33 +60,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_prompts(args) -> list[str]:
+    """The prompts of ``--prompt`` or ``--prompts-file``; ValueError naming the file (and line) when bad."""
     import json
 
     if args.prompt:
         return list(args.prompt)
+    path = args.prompts_file
     prompts = []
-    with open(args.prompts_file, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if args.prompts_file.endswith(".jsonl"):
+    if os.path.isdir(path):
+        raise ValueError(f"--prompts-file {path} is a directory; give a text or .jsonl file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = list(f)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--prompts-file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for n, line in enumerate(lines, 1):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        if path.endswith(".jsonl"):
+            try:
                 obj = json.loads(line)
-                if isinstance(obj, dict):
-                    if "prompt" not in obj:
-                        raise ValueError(f"{args.prompts_file}:{n} has no 'prompt' key")
-                    obj = obj["prompt"]
-                prompts.append(str(obj))
-            else:
-                prompts.append(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
+                                 "a JSON string or an object with a 'prompt' key") from None
+            if isinstance(obj, dict):
+                if "prompt" not in obj:
+                    raise ValueError(f"{path}:{n}: the object has no 'prompt' key (keys: {', '.join(obj) or 'none'})")
+                obj = obj["prompt"]
+            if not isinstance(obj, str):
+                raise ValueError(f"{path}:{n}: the prompt must be a JSON string, got {type(obj).__name__}")
+            prompts.append(obj)
+        else:
+            prompts.append(line)
     if not prompts:
-        raise ValueError(f"{args.prompts_file} holds no prompts")
+        raise ValueError(f"{path} holds no prompts")
     return prompts
 
 
-def gen_kwargs(args) -> dict:
-    kw = {"method": args.method, "router": args.router, "max_new_tokens": args.max_new_tokens,
-          "temperature": args.temperature, "seed": args.seed, "chat": args.chat}
+def check_out_path(path: str | None, option: str = "--out") -> None:
+    """Fail before any model is loaded when ``path`` cannot be written (missing directory, a directory)."""
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path} is a directory; give a file name, e.g. {os.path.join(path, 'traces.jsonl')}")
+    if not os.path.isdir(parent):
+        raise ValueError(f"{option} {path}: the directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{option} {path}: the directory {parent} is not writable")
+
+
+def gen_kwargs(args, router=None) -> dict:
+    kw = {"method": args.method, "router": args.router if router is None else router,
+          "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed, "chat": args.chat}
     for k in ("top_k", "top_p", "min_p", "num_draft_tokens", "alpha", "beta", "preset", "stop"):
         v = getattr(args, k)
         if v is not None:
@@ -134,10 +162,17 @@ def run(args) -> int:
 
     from rich.console import Console
 
+    from fsgen_engine.benchmark.console import print_table
+
     console = Console()
     err = Console(stderr=True)
     try:
+        # every check that needs no model runs before the (slow) loading
         prompts = read_prompts(args)
+        check_out_path(args.out)
+        from fsgen_engine.routers import parse_router
+
+        router = parse_router(args.router)
         from fsgen_engine.engine import Engine
         from fsgen_engine.generate_args import generate_kwargs
 
@@ -146,11 +181,12 @@ def run(args) -> int:
         with err.status(f"loading {args.large} + {args.small}", spinner="dots") if not args.quiet else _null():
             engine = Engine(args.large, args.small, args.small_ft, **kw)
         t0 = time.perf_counter()
-        outputs = engine.generate(prompts, progress=not args.quiet, **generate_kwargs(**gen_kwargs(args)))
+        outputs = engine.generate(prompts, progress=not args.quiet,
+                                  **generate_kwargs(**gen_kwargs(args, router)))
         wall = time.perf_counter() - t0
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        print(f"fsgen generate: error: {exc}", file=sys.stderr)
-        return 1
+    except (ValueError, OSError) as exc:  # user errors: one line, exit code 2 (as argparse's own)
+        print(f"fsgen generate: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     if not args.quiet:
         n = max(args.num_samples, 1)
         for j, o in enumerate(outputs):   # prompt-major: sample j % n of prompt j // n
@@ -158,7 +194,7 @@ def run(args) -> int:
             console.rule(f"[{label}] {o.finish_reason}")
             console.print(o.prompt, style="dim", markup=False, highlight=False)
             console.print(o.text, markup=False, highlight=False)
-    console.print(stats_table(outputs, wall))
+    print_table(console, stats_table(outputs, wall))
     if args.out:
         from fsgen_engine.outputs import write_traces
 
@@ -167,6 +203,13 @@ def run(args) -> int:
         write_traces(args.out, outputs)
         print(f"wrote {len(outputs)} traces to {args.out}", file=sys.stderr)
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    return " ".join(text.split())
 
 
 class _null:

@@ -57,6 +57,9 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     try:
+        from fsgen_engine.cli.generate import check_out_path
+
+        check_out_path(args.out)
         top_k = args.top_k if args.top_k > 0 and _has_topk(args.traces) else 0
         if args.top_k > 0 and top_k == 0:
             print("fsgen train-router: traces have no top-k column; using features entropy, max_prob, margin, "
@@ -65,9 +68,9 @@ def run(args) -> int:
                                           ratio=args.neg_ratio, max_samples=args.max_samples,
                                           threshold=args.threshold)
         save_router(bundle, args.out)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"fsgen train-router: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     m = bundle["metadata"]
     print(f"trained {bundle['kind']} router on {m['n_train']} steps ({m['n_pos']} mismatches, {m['n_neg']} matches "
           f"of {m['n_steps']} routed steps); features {bundle['features']} -> {args.out}")

@@ -87,5 +87,5 @@ def test_generate_num_samples(saved, tmp_path, capsys):
 def test_generate_bad_prompts_file(tmp_path, capsys):
     f = tmp_path / "p.jsonl"
     f.write_text('{"question": "no prompt key"}\n')
-    assert main(["generate", "--large", "x", "--small", "y", "--prompts-file", str(f)]) == 1
+    assert main(["generate", "--large", "x", "--small", "y", "--prompts-file", str(f)]) == 2
     assert "no 'prompt' key" in capsys.readouterr().err

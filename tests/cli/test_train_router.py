@@ -73,5 +73,5 @@ def test_collect_examples_uses_routed_steps_only():
 def test_train_router_errors(tmp_path, capsys):
     path = tmp_path / "never.jsonl"
     write_traces(path, _synthetic_outputs(1, 20, seed=0, routed_frac=0.0))
-    assert main(["train-router", str(path), "--out", str(tmp_path / "r.json")]) == 1
+    assert main(["train-router", str(path), "--out", str(tmp_path / "r.json")]) == 2
     assert "no routed steps" in capsys.readouterr().err

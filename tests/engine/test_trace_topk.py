@@ -247,7 +247,7 @@ def test_cli_generate_trace_topk_trains_topk_router(saved, tmp_path, capsys):
     assert main(["train-router", str(traces), "--out", str(router), "--top-k", "4"]) == 0
     assert load_router(str(router))["features"] == "topk:4"
     capsys.readouterr()
-    assert main([*base, "--trace-topk", "-1"]) == 1
+    assert main([*base, "--trace-topk", "-1"]) == 2
     assert "trace_topk=-1" in capsys.readouterr().err
 
 
