@@ -202,7 +202,7 @@ def main():
         pid = os.fork()
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a report on the status file
         if status_fd is not None:
-            os.write(status_fd, f"error {type(exc).__name__}: {exc}".encode())
+            os.write(status_fd, f"error {type(exc).__name__}: {exc}\n".encode())
         os._exit(SETUP_FAILED)
     if pid == 0:
         try:
@@ -211,7 +211,7 @@ def main():
         finally:
             os._exit(SETUP_FAILED)
     os.close(alive_r)
-    os.write(status_fd, f"ok {pid}".encode())
+    os.write(status_fd, f"ok {pid}\n".encode())  # one write, newline-terminated: the reader waits for the newline
     os.close(status_fd)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)

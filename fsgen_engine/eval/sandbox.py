@@ -38,6 +38,7 @@ from functools import lru_cache
 from . import _sandbox_init
 
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody / nogroup: the uid root drops to
+SETUP_LIMIT_S = 60.0  # the launcher's own setup (not counted in the program's timeout)
 _SETUP_FAILED = _sandbox_init.SETUP_FAILED
 
 # Runs /tmp/program.py; exit code 0 = passed, 1 = an exception (assert failed), 3 = syntax error.
@@ -91,7 +92,8 @@ def run_sandboxed(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, 
                   max_procs: int = 16, tmp_mb: int = 64, unsafe_exec: bool = False) -> SandboxResult:
     """Run ``code`` (a whole program: solution + asserts) isolated; see the module docstring.
 
-    ``timeout_s``: wall-clock limit for the whole process tree (CPU limit: the same, rounded up).
+    ``timeout_s``: wall-clock limit for the whole process tree from the end of the sandbox's setup (CPU
+    limit: the same, rounded up).
     ``memory_mb``: address space per process; ``max_procs``: processes and threads; ``tmp_mb``: size of
     the writable /tmp. Raises :class:`SandboxUnavailableError` when the isolation cannot be set up and
     ``unsafe_exec`` is False."""
@@ -143,21 +145,27 @@ def _run_isolated(code, timeout_s, memory_mb, max_file_mb, max_procs, tmp_mb) ->
         proc = subprocess.Popen([python, "-I", "-S", "-B", _sandbox_init.__file__], stdin=cfg_f,
                                 stdout=subprocess.DEVNULL, stderr=err_f, pass_fds=(st_f.fileno(),),
                                 start_new_session=True, env={"PATH": "/usr/bin:/bin"})
+        # The program's clock starts once the sandbox is set up (a loaded machine must not eat its time).
+        setup_deadline = time.monotonic() + SETUP_LIMIT_S
+        status = ""
+        while not status and proc.poll() is None and time.monotonic() < setup_deadline:
+            time.sleep(0.002)
+            line = _read(st_f, head=1000)
+            status = line.strip() if line.endswith("\n") else ""
         timed_out = False
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        if status.startswith("ok ") or not status:
+            try:
+                proc.wait(timeout=timeout_s if status else max(0.0, setup_deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
         _kill(proc)
-        status = _read(st_f, 0, 1000).strip()
+        status = _read(st_f, head=1000).strip()
         if status.startswith("ok "):
             _wait_gone(int(status.split()[1]))  # the namespace's init, and so every process it held
         wall = time.perf_counter() - t0
         err = _read(err_f)
-    if not status.startswith("ok"):
-        if timed_out:
-            return "the launcher hung during setup"
-        return status.removeprefix("error ") or f"launcher exited with {proc.returncode}"
+    if status.startswith("error ") or (not status and not timed_out):
+        return status.removeprefix("error ") or f"the launcher exited with {proc.returncode} before its setup"
     if timed_out:
         return SandboxResult(False, "timeout", None, err, wall)
     rc = proc.returncode
@@ -187,7 +195,7 @@ def _wait_gone(pid: int, limit_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def _read(f, tail: int = 2000, head: int | None = None) -> str:
+def _read(f, tail: int = 2000, *, head: int | None = None) -> str:
     f.flush()
     size = os.fstat(f.fileno()).st_size
     if head is not None:
