@@ -128,7 +128,7 @@ class Trace:
 
 @dataclass
 class GenerationStats:
-    """Counts of one generation (definitions in docs: fsgen-methods section 4).
+    """Counts of one generation (definitions: docs/methods.md section 4).
 
     total_tokens: tokens emitted. large_calls: steps where System 2 ran (speculative: verification
     rounds). mismatches: System-2 steps whose token differs from System 1's argmax (speculative:

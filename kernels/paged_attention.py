@@ -158,13 +158,18 @@ def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     group = H // Hkv
     group_pad = triton.next_power_of_2(group)
     on_gpu = q.is_cuda
-    if block_n is None:
-        # fp32 multi-query tiles of 64 keys overflow Hopper's 255 registers (ptxas spills, see
-        # tests/toolchain/test_triton_compiles_sm90.py); 32 fits. fp32 decode fits with 64 (and spills with 32).
-        block_n = (32 if q.dtype == torch.float32 and max_q_len > 1 else 64) if on_gpu else 16
     target_rows = 64 if on_gpu else 16
     block_m = max(1, min(triton.next_power_of_2(max_q_len), max(1, target_rows // group_pad)))
     rows = max(16, block_m * group_pad)
+    # Tiles that fit in registers on Hopper (ptxas spills otherwise; tests/toolchain/test_triton_compiles_sm90.py
+    # checks every case under the pinned and the lowest supported Triton). 16-bit inputs: 64 keys, 4 warps.
+    # fp32 (IEEE, no tensor cores) holds more per thread: tiles of more than 16 rows (multi-query) take 32 keys
+    # and 8 warps (4 warps spill at head dims 64-128 under Triton 3.6); 16-row tiles (decode, short
+    # verification without GQA) keep 64 keys and 4 warps, which fit (32 keys there spill).
+    wide_fp32 = on_gpu and q.dtype == torch.float32 and rows > 16
+    num_warps = 8 if wide_fp32 else 4
+    if block_n is None:
+        block_n = (32 if wide_fp32 else 64) if on_gpu else 16
     q_blocks = triton.cdiv(max_q_len, block_m)
     max_seq_len = max(int(max_seq_len), 1)
     # Keys one program walks at most: with a causal window, from the tile of its first query's lowest
@@ -200,7 +205,7 @@ def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1), page_table.stride(0),
         PAGE_SIZE=page_size, GROUP=group, GROUP_PAD=group_pad, BLOCK_M=block_m, ROWS=rows, BLOCK_N=block_n,
         HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D), CAUSAL=bool(causal), SPLIT=split, IEEE=ieee, DOT_F32=dot_f32,
-        num_warps=4)
+        num_warps=num_warps)
     if split:
         _reduce_kernel[(N, H)](out, ms, ls, accs, N, H, num_splits, out.stride(0), out.stride(1),
                                HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),

@@ -1,6 +1,6 @@
 """``oracle``, ``contrastive`` and ``proxy``: System 1 steps, a router picks rows for System 2.
 
-One step (fsgen-methods section 1): System 1 (the small model; the small fine-tuned one for proxy)
+One step (docs/methods.md section 1): System 1 (the small model; the small fine-tuned one for proxy)
 feeds its pending tokens -> ``ops.token_stats`` once -> router mask -> the fired rows' large model
 (and, for proxy, the small base model) catch up over every token they have not seen plus the
 current position in one ragged extend -> fused (or large) logits -> token. A fired step is a

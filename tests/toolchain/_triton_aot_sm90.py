@@ -178,6 +178,10 @@ CASES = {
     "paged_attention-decode-fp32-D128-g4-ieee-split": _paged_attention(f32, 128, 32, 8, 2, 1, 2048),
     "paged_attention-decode-fp32-D80-g1-ieee": _paged_attention(f32, 80, 32, 32, 16, 1, 1024),
     "paged_attention-prefill-fp32-D64-g8-ieee": _paged_attention(f32, 64, 32, 4, 2, 128, 128),
+    "paged_attention-prefill-fp32-D128-g4-ieee": _paged_attention(f32, 128, 32, 8, 2, 256, 256),
+    "paged_attention-prefill-fp32-D80-g1-ieee": _paged_attention(f32, 80, 32, 32, 1, 128, 128),
+    "paged_attention-verify-fp32-D128-g4-K4-ieee": _paged_attention(f32, 128, 32, 8, 32, 5, 2048),
+    "paged_attention-verify-fp32-D96-g1-K4-ieee-split": _paged_attention(f32, 96, 32, 32, 2, 5, 1024),
 }
 
 # A broken launch the compiler must reject: BLOCK_D = HEAD_DIM = 80 (a launcher that forgot
