@@ -5,8 +5,8 @@ imports torch: what it builds depends on the environment variables below and on 
 behaves the same with or without pip's build isolation.
 
 Environment:
-  FSGEN_BUILD_CUDA=auto|0|1  auto (default): build the CUDA kernels when nvcc is found (on PATH or in
-                             $CUDA_HOME/bin); 0: CPU kernels only; 1: CUDA required, fail when nvcc is missing.
+  FSGEN_BUILD_CUDA=auto|0|1  auto (default): build the CUDA kernels when nvcc is found ($CUDA_HOME/bin, PATH,
+                             /usr/local/cuda/bin); 0: CPU kernels only; 1: CUDA required, fail without nvcc.
   FSGEN_CUDA_ARCHS           CMake CUDA architectures, e.g. "90" or "80;90". Default: the compute
                              capabilities of the GPUs that nvidia-smi reports (so a GPU machine builds for
                              itself only, e.g. sm_90 on an H100/H200), else "80;90".
@@ -29,6 +29,7 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CUDA_ARCHS = "80;90"
+DEFAULT_NVCC = "/usr/local/cuda/bin/nvcc"
 
 
 def _flag(name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -39,11 +40,15 @@ def _flag(name: str, default: str, allowed: tuple[str, ...]) -> str:
 
 
 def _nvcc() -> str | None:
+    """$CUDA_HOME/bin/nvcc, else nvcc on PATH, else the toolkit's usual place (/usr/local/cuda/bin/nvcc)."""
     if os.environ.get("CUDA_HOME"):
         path = os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc")
         if os.path.exists(path):
             return path
-    return shutil.which("nvcc")
+    found = shutil.which("nvcc")
+    if found is None and os.access(DEFAULT_NVCC, os.X_OK):
+        found = DEFAULT_NVCC
+    return found
 
 
 def want_cuda() -> bool:
@@ -113,16 +118,16 @@ class CMakeBuild(build_ext):
         subprocess.check_call(["cmake", "--build", ".", "--parallel", jobs], cwd=build_temp)
 
 
-ext_modules = [] if os.environ.get("FSGEN_SKIP_NATIVE") == "1" else [CMakeExtension("fsgen_engine._C")]
-
-setup(
-    packages=[
-        "fsgen_engine",
-        *[f"fsgen_engine.{p.name}" for p in sorted((ROOT / "fsgen_engine").iterdir()) if (p / "__init__.py").exists()],
-        "fsgen_engine.kernels",
-    ],
-    package_dir={"fsgen_engine": "fsgen_engine", "fsgen_engine.kernels": "kernels"},
-    ext_modules=ext_modules,
-    cmdclass={"build_ext": CMakeBuild},
-    zip_safe=False,
-)
+if __name__ == "__main__":  # setuptools runs this file as __main__; tests import it for the functions above
+    setup(
+        packages=[
+            "fsgen_engine",
+            *[f"fsgen_engine.{p.name}" for p in sorted((ROOT / "fsgen_engine").iterdir())
+              if (p / "__init__.py").exists()],
+            "fsgen_engine.kernels",
+        ],
+        package_dir={"fsgen_engine": "fsgen_engine", "fsgen_engine.kernels": "kernels"},
+        ext_modules=[] if os.environ.get("FSGEN_SKIP_NATIVE") == "1" else [CMakeExtension("fsgen_engine._C")],
+        cmdclass={"build_ext": CMakeBuild},
+        zip_safe=False,
+    )

