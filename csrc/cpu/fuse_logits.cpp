@@ -9,7 +9,7 @@
 namespace fsgen {
 namespace {
 
-float row_max(const void* row, int dtype, int64_t V, float* buf) {
+FSGEN_SIMD_CLONES float row_max(const void* row, int dtype, int64_t V, float* buf) {
   float lanes[kLanes];
   for (int j = 0; j < kLanes; ++j) lanes[j] = kNegInf;
   for (int64_t c0 = 0; c0 < V; c0 += kChunk) {

@@ -62,7 +62,7 @@ struct Scratch {
 // Attention of tokens [t0, t1) of one sequence (token t at position pos0 + t - t0; `L` keys; page-table
 // row `pt_row`) for the G query heads of KV head `kvh`: rows r = (t - t0) * G + h share every key and
 // value row loaded, each with its own visible range [lo_r, hi_r).
-void attend_rows(const char* qb, const char* kb, const char* vb, char* ob, const int32_t* pt_row, int64_t t0,
+FSGEN_SIMD_CLONES void attend_rows(const char* qb, const char* kb, const char* vb, char* ob, const int32_t* pt_row, int64_t t0,
                  int64_t t1, int64_t pos0, int64_t L, int64_t kvh, const Geometry& g, Scratch& sc) {
   const int64_t G = g.H / g.Hkv, D = g.D, R = (t1 - t0) * G;
   int64_t lo_all = L, hi_all = 0;

@@ -18,7 +18,7 @@ struct RowStats {
   int64_t argmax;
 };
 
-RowStats row_stats(const void* row, int dtype, int64_t V, float* buf) {
+FSGEN_SIMD_CLONES RowStats row_stats(const void* row, int dtype, int64_t V, float* buf) {
   float m = kNegInf, second = kNegInf;  // running top-1 / top-2 (with multiplicity) of non-NaN values
   int64_t best = 0, first_nan = -1;
   double s0 = 0.0, s1 = 0.0;  // sum e, sum e*(x-m) relative to m; double keeps 150k-term sums exact enough

@@ -13,6 +13,18 @@
 #include <immintrin.h>
 #endif
 
+// Runtime dispatch for the hot per-row CPU functions. The default build is portable (baseline x86-64,
+// SSE2 only), so GCC compiles each function marked FSGEN_SIMD_CLONES three times (AVX-512, AVX2+FMA,
+// baseline) and the dynamic loader picks the best one the CPU has (an ifunc): a portable wheel keeps
+// most of -march=native's speed (bench/native_arch.py, docs/build.md). The inline helpers they call
+// are inlined into each clone. A -march=native build (FSGEN_NATIVE_ARCH=1) needs no clones.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__linux__) && \
+    !defined(FSGEN_NATIVE_ARCH)
+#define FSGEN_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FSGEN_SIMD_CLONES
+#endif
+
 namespace fsgen {
 
 constexpr int64_t kChunk = 2048;  // row chunk that stays in L1 while it is re-read

@@ -387,7 +387,7 @@ inline void filter_survivors(const float* z, const uint32_t* keys, int64_t n, ui
 // Load a row, apply temperature and the filters. After the call (sampled rows) s.z holds z and
 // s.w holds exp(z - zmax) for kept tokens, 0 otherwise; every loop but the radix selects' is a
 // plain float loop the compiler vectorises.
-inline RowFilter filter_row(const void* row, int dtype, int64_t n, float t, int64_t top_k, float top_p, float min_p,
+FSGEN_SIMD_CLONES inline RowFilter filter_row(const void* row, int dtype, int64_t n, float t, int64_t top_k, float top_p, float min_p,
                             RowScratch& s) {
   RowFilter f{};
   f.t = t;
@@ -474,7 +474,7 @@ inline double uniform01_53(uint64_t seed, uint64_t stream, uint64_t a, uint64_t 
 // Draw j with probability w[j] / total (w_j >= 0, total = their sum > 0) by inverse CDF: one
 // uniform and one running sum, instead of one exponential variate per token (the race). Noise
 // counter (a, 0) in the race's stream.
-inline int64_t draw(const float* w, int64_t n, double total, uint64_t seed, uint64_t a) {
+FSGEN_SIMD_CLONES inline int64_t draw(const float* w, int64_t n, double total, uint64_t seed, uint64_t a) {
   const double target = uniform01_53(seed, kStreamRace, a, 0) * total;
   double acc = 0.0;
   int64_t last = 0;
