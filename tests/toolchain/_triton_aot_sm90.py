@@ -345,7 +345,8 @@ def run_case(case_id: str, seen: dict) -> list[dict]:
                           opts], sort_keys=True)
         if key not in seen:
             seen[key] = compile_launch(ln.kernel, sig, cx, attrs, opts)
-        out.append(dict(seen[key], case=case_id, grid=list(ln.grid)))
+        module = getattr(ln.kernel, "fn", ln.kernel).__module__.rsplit(".", 1)[-1]  # kernels/<module>.py
+        out.append(dict(seen[key], case=case_id, module=module, grid=list(ln.grid)))
     return out
 
 
