@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cpu_math.h"
+#include "op_args.h"
 
 namespace fsgen {
 namespace {
@@ -67,13 +68,7 @@ void fuse_logits_cpu(std::uintptr_t large, int64_t large_stride, int large_dtype
   }
 }
 
-Registrar reg([](py::module_& m) {
-  m.def("fuse_logits_cpu", &fuse_logits_cpu,
-        "fuse_logits_cpu(large, large_stride, large_dtype, small, small_stride, small_dtype, small_ft, ft_stride, "
-        "ft_dtype, B, V, w_l, w_s, w_f, log_alpha, out): pointers to [B, >=V] rows (unit stride along V, row "
-        "strides in elements; small_ft may be 0), float32 out [B,V] contiguous = w_l*large + w_s*small + "
-        "w_f*small_ft, -inf where large < log_alpha + max(large[:, :V]) (log_alpha=-inf: no mask)");
-});
+FSGEN_DEF(fuse_logits_cpu, "ops.fuse_logits on CPU (see op_args.h for the arguments)", FSGEN_FUSE_LOGITS_ARGS);
 
 }  // namespace
 }  // namespace fsgen

@@ -6,9 +6,12 @@
 // own visible range (causal, window) and a blockwise online softmax in float32.
 // Semantics (causal bottom-right alignment, sliding window, GQA): reference/paged_attention.py.
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "cpu_math.h"
+#include "op_args.h"
 
 namespace fsgen {
 namespace {
@@ -140,16 +143,50 @@ FSGEN_SIMD_CLONES void attend_rows(const char* qb, const char* kb, const char* v
   }
 }
 
+// The kernel reads q/out rows cu_q_lens[b]..cu_q_lens[b+1] and the pages holding keys
+// [0, seq_lens[b]); a bad value would read or write outside the tensors, so every one is checked here
+// first (O(batch + pages used), microseconds: no torch op on the hot path). Throws ValueError.
+void check_ragged_args(const int32_t* lens, const int32_t* cu, const int32_t* pt, int64_t B, int64_t N,
+                       int64_t num_pages, int64_t page_size, int64_t max_pages, int64_t pt_stride) {
+  auto fail = [](const std::string& msg) { throw std::invalid_argument("paged_attention: " + msg); };
+  if (page_size <= 0) fail("k_cache has page size " + std::to_string(page_size) + "; it must hold at least 1 slot");
+  if (cu[0] < 0 || cu[B] > N)
+    fail("cu_q_lens must run from 0 to at most the " + std::to_string(N) + " query rows of q, got cu_q_lens[0]=" +
+         std::to_string(cu[0]) + ", cu_q_lens[-1]=" + std::to_string(cu[B]) + "; pass the prefix sums of the new "
+         "tokens per sequence");
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t q_len = static_cast<int64_t>(cu[b + 1]) - cu[b], L = lens[b];
+    const std::string at = "[" + std::to_string(b) + "]";
+    if (q_len < 0)
+      fail("cu_q_lens decreases at sequence " + std::to_string(b) + " (" + std::to_string(cu[b]) + " then " +
+           std::to_string(cu[b + 1]) + "); it must be non-decreasing prefix sums");
+    if (L < q_len || L > max_pages * page_size)
+      fail("seq_lens" + at + "=" + std::to_string(L) + " is out of range [" + std::to_string(q_len) + ", " +
+           std::to_string(max_pages * page_size) + "]: it counts the sequence's new tokens (" +
+           std::to_string(q_len) + ") and must fit its page_table row (" + std::to_string(max_pages) + " pages of " +
+           std::to_string(page_size) + ")");
+    for (int64_t p = 0; p < (L + page_size - 1) / page_size; ++p) {
+      const int32_t page = pt[b * pt_stride + p];
+      if (page < 0 || page >= num_pages)
+        fail("page_table[" + std::to_string(b) + ", " + std::to_string(p) + "]=" + std::to_string(page) +
+             " is not a page of the cache (k_cache has " + std::to_string(num_pages) + " pages); pass page ids "
+             "in [0, " + std::to_string(num_pages) + ")");
+    }
+  }
+}
+
 void paged_attention_cpu(std::uintptr_t q, std::uintptr_t k_cache, std::uintptr_t v_cache, std::uintptr_t page_table,
-                         std::uintptr_t seq_lens, std::uintptr_t cu_q_lens, std::uintptr_t out, int64_t B, int64_t H,
-                         int64_t Hkv, int64_t D, int64_t page_size, int64_t pt_stride, int64_t q_s0, int64_t q_s1,
-                         int64_t k_s0, int64_t k_s1, int64_t k_s2, int64_t v_s0, int64_t v_s1, int64_t v_s2,
-                         int64_t o_s0, int64_t o_s1, int dtype, double scale, bool causal, int64_t window) {
+                         std::uintptr_t seq_lens, std::uintptr_t cu_q_lens, std::uintptr_t out, int64_t B, int64_t N,
+                         int64_t H, int64_t Hkv, int64_t D, int64_t num_pages, int64_t page_size, int64_t max_pages,
+                         int64_t pt_stride, int64_t q_s0, int64_t q_s1, int64_t k_s0, int64_t k_s1, int64_t k_s2,
+                         int64_t v_s0, int64_t v_s1, int64_t v_s2, int64_t o_s0, int64_t o_s1, int dtype, double scale,
+                         bool causal, int64_t window) {
   const Geometry g{H, Hkv, D, page_size, pt_stride, q_s0, q_s1, k_s0, k_s1, k_s2, v_s0, v_s1, v_s2, o_s0, o_s1,
                    dtype, static_cast<float>(scale), causal, window};
   const int32_t* lens = ptr<const int32_t>(seq_lens);
   const int32_t* cu = ptr<const int32_t>(cu_q_lens);
   const int32_t* pt = ptr<const int32_t>(page_table);
+  check_ragged_args(lens, cu, pt, B, N, num_pages, page_size, max_pages, pt_stride);
   // Tasks: up to kTokens consecutive tokens of one sequence x one KV head. Decode and verification
   // rows then read each key once for all their queries; long prefills still split across threads.
   std::vector<int64_t> task_b, task_t0;
@@ -179,13 +216,8 @@ void paged_attention_cpu(std::uintptr_t q, std::uintptr_t k_cache, std::uintptr_
   }
 }
 
-Registrar reg([](py::module_& m) {
-  m.def("paged_attention_cpu", &paged_attention_cpu,
-        "paged_attention_cpu(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, out, B, H, Hkv, D, page_size, "
-        "pt_stride, q_s0, q_s1, k_s0, k_s1, k_s2, v_s0, v_s1, v_s2, o_s0, o_s1, dtype, scale, causal, window): "
-        "pointers to q/out [N, H, D], caches [P, S, Hkv, D] (element strides, unit stride along D), int32 "
-        "page_table [B, pt_stride], seq_lens [B], cu_q_lens [B+1]");
-});
+FSGEN_DEF(paged_attention_cpu, "ops.paged_attention on CPU (see op_args.h for the arguments)",
+          FSGEN_PAGED_ATTENTION_ARGS);
 
 }  // namespace
 }  // namespace fsgen

@@ -1,6 +1,7 @@
 // ops.sample on CPU: one row per OpenMP iteration; filters by radix-select thresholds, then an
 // inverse-CDF draw with counter-based noise (sampling_common.h). See reference/sample.py.
 #include "fsgen.h"
+#include "op_args.h"
 #include "sampling_common.h"
 
 namespace fsgen {
@@ -40,12 +41,7 @@ void sample_cpu(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride,
   }
 }
 
-Registrar reg([](py::module_& m) {
-  m.def("sample_cpu", &sample_cpu,
-        "sample_cpu(logits, B, V, row_stride, dtype, temperature, top_k, top_p, min_p, seed, out): "
-        "pointers to logits [B,V] (unit stride along V), float32 temperature/top_p/min_p [B], int64 top_k [B], "
-        "int64 seed [1], int64 out [B]");
-});
+FSGEN_DEF(sample_cpu, "ops.sample on CPU (see op_args.h for the arguments)", FSGEN_SAMPLE_ARGS);
 
 }  // namespace
 }  // namespace fsgen

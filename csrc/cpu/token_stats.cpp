@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "cpu_math.h"
+#include "op_args.h"
 
 namespace fsgen {
 namespace {
@@ -136,12 +137,7 @@ void token_stats_cpu(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_st
   }
 }
 
-Registrar reg([](py::module_& m) {
-  m.def("token_stats_cpu", &token_stats_cpu,
-        "token_stats_cpu(logits, B, V, row_stride, dtype, out_f32, out_argmax): pointers to logits [B,V] "
-        "(unit stride along V, row_stride in elements), float32 out [4,B] (entropy, max_prob, margin, "
-        "logsumexp), int64 out [B]");
-});
+FSGEN_DEF(token_stats_cpu, "ops.token_stats on CPU (see op_args.h for the arguments)", FSGEN_TOKEN_STATS_ARGS);
 
 }  // namespace
 }  // namespace fsgen

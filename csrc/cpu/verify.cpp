@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "fsgen.h"
+#include "op_args.h"
 #include "sampling_common.h"
 
 namespace fsgen {
@@ -74,12 +75,7 @@ void verify_cpu(std::uintptr_t draft, int64_t d_s0, std::uintptr_t logits, int64
   }
 }
 
-Registrar reg([](py::module_& m) {
-  m.def("verify_cpu", &verify_cpu,
-        "verify_cpu(draft, d_s0, logits, l_s0, l_s1, dtype, q, q_s0, q_s1, q_dtype, num_draft, B, K, V, "
-        "temperature, top_k, top_p, min_p, seed, out_accepted, out_next): element strides; q = 0 means a "
-        "deterministic draft (one-hot q)");
-});
+FSGEN_DEF(verify_cpu, "ops.verify on CPU (see op_args.h for the arguments)", FSGEN_VERIFY_ARGS);
 
 }  // namespace
 }  // namespace fsgen

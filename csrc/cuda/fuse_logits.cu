@@ -8,10 +8,10 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
-#include <stdexcept>
-#include <string>
 
+#include "cuda_launch.h"
 #include "fsgen.h"
+#include "op_args.h"
 
 namespace fsgen {
 namespace {
@@ -115,24 +115,17 @@ __global__ void __launch_bounds__(kThreads) fuse_logits_kernel(
 void fuse_logits_cuda(std::uintptr_t large, int64_t large_stride, int large_dtype, std::uintptr_t small,
                       int64_t small_stride, int small_dtype, std::uintptr_t small_ft, int64_t ft_stride, int ft_dtype,
                       int64_t B, int64_t V, double w_l, double w_s, double w_f, double log_alpha, std::uintptr_t out,
-                      std::uintptr_t stream) {
-  if (B == 0) return;
+                      int device, std::uintptr_t stream) {
   const bool use_mask = !std::isinf(log_alpha);
-  fuse_logits_kernel<<<static_cast<unsigned int>(B), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
-      ptr<const void>(large), large_stride, large_dtype, ptr<const void>(small), small_stride, small_dtype,
-      small_ft ? ptr<const void>(small_ft) : nullptr, ft_stride, ft_dtype, V, static_cast<float>(w_l),
-      static_cast<float>(w_s), static_cast<float>(w_f), use_mask ? static_cast<float>(log_alpha) : 0.f, use_mask,
-      ptr<float>(out));
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw std::runtime_error(std::string("fuse_logits_cuda: ") + cudaGetErrorString(err));
+  launch("fuse_logits_cuda", device, stream, static_cast<unsigned int>(B), kThreads, 0, fuse_logits_kernel,
+         ptr<const void>(large), large_stride, large_dtype, ptr<const void>(small), small_stride, small_dtype,
+         small_ft ? ptr<const void>(small_ft) : nullptr, ft_stride, ft_dtype, V, static_cast<float>(w_l),
+         static_cast<float>(w_s), static_cast<float>(w_f), use_mask ? static_cast<float>(log_alpha) : 0.f, use_mask,
+         ptr<float>(out));
 }
 
-Registrar reg([](py::module_& m) {
-  m.def("fuse_logits_cuda", &fuse_logits_cuda,
-        "fuse_logits_cuda(large, large_stride, large_dtype, small, small_stride, small_dtype, small_ft, ft_stride, "
-        "ft_dtype, B, V, w_l, w_s, w_f, log_alpha, out, stream): same contract as fuse_logits_cpu with device "
-        "pointers; launched on the given cudaStream_t");
-});
+FSGEN_DEF(fuse_logits_cuda, "ops.fuse_logits on CUDA (see op_args.h for the arguments)", FSGEN_FUSE_LOGITS_ARGS,
+          FSGEN_CUDA_ARGS);
 
 }  // namespace
 }  // namespace fsgen

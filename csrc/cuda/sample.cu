@@ -3,10 +3,9 @@
 // is read from device memory).
 #include <cuda_runtime.h>
 
-#include <stdexcept>
-#include <string>
-
+#include "cuda_launch.h"
 #include "fsgen.h"
+#include "op_args.h"
 #include "sampling_common.h"
 
 namespace fsgen {
@@ -45,20 +44,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const char* logits, in
 
 void sample_cuda(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride, int dtype, std::uintptr_t temperature,
                  std::uintptr_t top_k, std::uintptr_t top_p, std::uintptr_t min_p, std::uintptr_t seed,
-                 std::uintptr_t out, std::uintptr_t stream) {
-  if (B == 0) return;
-  sample_kernel<<<static_cast<unsigned>(B), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
-      ptr<const char>(logits), V, row_stride, dtype, ptr<const float>(temperature), ptr<const int64_t>(top_k),
-      ptr<const float>(top_p), ptr<const float>(min_p), ptr<const int64_t>(seed), ptr<int64_t>(out));
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw std::runtime_error(std::string("sample_cuda: launch failed: ") + cudaGetErrorString(err));
+                 std::uintptr_t out, int device, std::uintptr_t stream) {
+  launch("sample_cuda", device, stream, static_cast<unsigned>(B), kThreads, 0, sample_kernel, ptr<const char>(logits),
+         V, row_stride, dtype, ptr<const float>(temperature), ptr<const int64_t>(top_k), ptr<const float>(top_p),
+         ptr<const float>(min_p), ptr<const int64_t>(seed), ptr<int64_t>(out));
 }
 
-Registrar reg([](py::module_& m) {
-  m.def("sample_cuda", &sample_cuda,
-        "sample_cuda(logits, B, V, row_stride, dtype, temperature, top_k, top_p, min_p, seed, out, stream): "
-        "device pointers as in sample_cpu, plus the CUDA stream");
-});
+FSGEN_DEF(sample_cuda, "ops.sample on CUDA (see op_args.h for the arguments)", FSGEN_SAMPLE_ARGS,
+          FSGEN_CUDA_ARGS);
 
 }  // namespace
 }  // namespace fsgen

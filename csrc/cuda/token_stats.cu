@@ -10,10 +10,10 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
-#include <stdexcept>
-#include <string>
 
+#include "cuda_launch.h"
 #include "fsgen.h"
+#include "op_args.h"
 
 namespace fsgen {
 namespace {
@@ -176,20 +176,13 @@ __global__ void __launch_bounds__(kThreads) token_stats_kernel(const void* logit
 }
 
 void token_stats_cuda(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride, int dtype,
-                      std::uintptr_t out_f32, std::uintptr_t out_argmax, std::uintptr_t stream) {
-  if (B == 0) return;
-  token_stats_kernel<<<static_cast<unsigned int>(B), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
-      ptr<const void>(logits), B, V, row_stride, dtype, ptr<float>(out_f32), ptr<int64_t>(out_argmax));
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw std::runtime_error(std::string("token_stats_cuda: ") + cudaGetErrorString(err));
+                      std::uintptr_t out_f32, std::uintptr_t out_argmax, int device, std::uintptr_t stream) {
+  launch("token_stats_cuda", device, stream, static_cast<unsigned int>(B), kThreads, 0, token_stats_kernel,
+         ptr<const void>(logits), B, V, row_stride, dtype, ptr<float>(out_f32), ptr<int64_t>(out_argmax));
 }
 
-Registrar reg([](py::module_& m) {
-  m.def("token_stats_cuda", &token_stats_cuda,
-        "token_stats_cuda(logits, B, V, row_stride, dtype, out_f32, out_argmax, stream): device pointers; "
-        "logits [B,V] (unit stride along V), float32 out [4,B] (entropy, max_prob, margin, logsumexp), int64 "
-        "out [B]; launched on the given cudaStream_t");
-});
+FSGEN_DEF(token_stats_cuda, "ops.token_stats on CUDA (see op_args.h for the arguments)", FSGEN_TOKEN_STATS_ARGS,
+          FSGEN_CUDA_ARGS);
 
 }  // namespace
 }  // namespace fsgen

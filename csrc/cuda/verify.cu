@@ -3,10 +3,9 @@
 // csrc/cpu/verify.cpp.
 #include <cuda_runtime.h>
 
-#include <stdexcept>
-#include <string>
-
+#include "cuda_launch.h"
 #include "fsgen.h"
+#include "op_args.h"
 #include "sampling_common.h"
 
 namespace fsgen {
@@ -85,21 +84,16 @@ void verify_cuda(std::uintptr_t draft, int64_t d_s0, std::uintptr_t logits, int6
                  std::uintptr_t q, int64_t q_s0, int64_t q_s1, int q_dtype, std::uintptr_t num_draft, int64_t B,
                  int64_t K, int64_t V, std::uintptr_t temperature, std::uintptr_t top_k, std::uintptr_t top_p,
                  std::uintptr_t min_p, std::uintptr_t seed, std::uintptr_t out_accepted, std::uintptr_t out_next,
-                 std::uintptr_t stream) {
-  if (B == 0) return;
-  verify_kernel<<<static_cast<unsigned>(B), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
-      ptr<const int64_t>(draft), d_s0, ptr<const char>(logits), l_s0, l_s1, dtype, ptr<const char>(q), q_s0, q_s1,
-      q_dtype, ptr<const int64_t>(num_draft), K, V, ptr<const float>(temperature), ptr<const int64_t>(top_k),
-      ptr<const float>(top_p), ptr<const float>(min_p), ptr<const int64_t>(seed), ptr<int64_t>(out_accepted),
-      ptr<int64_t>(out_next));
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw std::runtime_error(std::string("verify_cuda: launch failed: ") + cudaGetErrorString(err));
+                 int device, std::uintptr_t stream) {
+  launch("verify_cuda", device, stream, static_cast<unsigned>(B), kThreads, 0, verify_kernel, ptr<const int64_t>(draft),
+         d_s0, ptr<const char>(logits), l_s0, l_s1, dtype, ptr<const char>(q), q_s0, q_s1, q_dtype,
+         ptr<const int64_t>(num_draft), K, V, ptr<const float>(temperature), ptr<const int64_t>(top_k),
+         ptr<const float>(top_p), ptr<const float>(min_p), ptr<const int64_t>(seed), ptr<int64_t>(out_accepted),
+         ptr<int64_t>(out_next));
 }
 
-Registrar reg([](py::module_& m) {
-  m.def("verify_cuda", &verify_cuda,
-        "verify_cuda(...): the verify_cpu arguments (device pointers) plus the CUDA stream");
-});
+FSGEN_DEF(verify_cuda, "ops.verify on CUDA (see op_args.h for the arguments)", FSGEN_VERIFY_ARGS,
+          FSGEN_CUDA_ARGS);
 
 }  // namespace
 }  // namespace fsgen

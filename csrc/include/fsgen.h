@@ -27,6 +27,13 @@ struct Registrar {
   explicit Registrar(RegisterFn fn) { registry().push_back(std::move(fn)); }
 };
 
+// FSGEN_DEF(fn, doc, py::arg("a"), ...): bind `fn` under its own name, keyword arguments only (the
+// names come from op_args.h), so a caller can never shift one of the many integer arguments.
+#define FSGEN_DEF(fn, doc, ...)                                                                      \
+  ::fsgen::Registrar fsgen_registrar_##fn([](::fsgen::py::module_& m) {                              \
+    m.def(#fn, &fn, doc, ::fsgen::py::kw_only(), __VA_ARGS__);                                       \
+  })
+
 template <typename T>
 inline T* ptr(std::uintptr_t p) {
   return reinterpret_cast<T*>(p);

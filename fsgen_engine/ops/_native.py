@@ -48,3 +48,15 @@ def dtype_code(t: torch.Tensor) -> int:
 
 def cuda_stream(t: torch.Tensor) -> int:
     return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def call_native(fn: str, backend: str, device: torch.device, **kwargs) -> None:
+    """Call ``_C.{fn}_{backend}`` with keyword arguments (names: csrc/include/op_args.h). The CUDA
+    entry points also get the device index, which they make current for the launch (``_C`` does not
+    link libtorch, so torch's device guard does not reach it), and that device's current stream."""
+    entry = getattr(native(), f"{fn}_{backend}")
+    if backend == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        entry(**kwargs, device=index, stream=torch.cuda.current_stream(index).cuda_stream)
+    else:
+        entry(**kwargs)

@@ -28,7 +28,7 @@ import numbers
 import torch
 
 from fsgen_engine.ops._dispatch import choose_backend
-from fsgen_engine.ops._native import cuda_stream, dtype_code, native
+from fsgen_engine.ops._native import call_native, dtype_code
 from fsgen_engine.ops._validate import FLOAT_DTYPES, check_last_dim_contiguous, check_nonempty, check_tensor
 from fsgen_engine.reference.fuse_logits import fuse_logits_reference, preset_weights
 
@@ -103,11 +103,9 @@ def fuse_logits(large: torch.Tensor, small: torch.Tensor, small_ft: torch.Tensor
         return out
     # small_ft is never read when its weight is 0 (pointer 0 tells the kernel so)
     ft = small_ft if needs_ft else small
-    args = (large.data_ptr(), large.stride(0), dtype_code(large), small.data_ptr(), small.stride(0),
-            dtype_code(small), ft.data_ptr() if needs_ft else 0, ft.stride(0), dtype_code(ft),
-            B, V, w_l, w_s, w_f, log_alpha, out.data_ptr())
-    if chosen == "cuda":
-        native().fuse_logits_cuda(*args, cuda_stream(large))
-    else:
-        native().fuse_logits_cpu(*args)
+    call_native(OP, chosen, large.device, large=large.data_ptr(), large_stride=large.stride(0),
+                large_dtype=dtype_code(large), small=small.data_ptr(), small_stride=small.stride(0),
+                small_dtype=dtype_code(small), small_ft=ft.data_ptr() if needs_ft else 0, small_ft_stride=ft.stride(0),
+                small_ft_dtype=dtype_code(ft), batch=B, vocab=V, w_large=w_l, w_small=w_s, w_small_ft=w_f,
+                log_alpha=log_alpha, out=out.data_ptr())
     return out

@@ -119,18 +119,23 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
 
 
 def _cpu(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, window):
-    from fsgen_engine.ops._native import dtype_code, native
+    from fsgen_engine.ops._native import call_native, dtype_code
 
     out = torch.empty_like(q)
     B = seq_lens.shape[0]
     if q.shape[0] == 0 or B == 0:
         return out
     seq_lens, cu_q_lens = seq_lens.contiguous(), cu_q_lens.contiguous()
-    native().paged_attention_cpu(
-        q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), page_table.data_ptr(), seq_lens.data_ptr(),
-        cu_q_lens.data_ptr(), out.data_ptr(), B, q.shape[1], k_cache.shape[2], q.shape[2], k_cache.shape[1],
-        page_table.stride(0) if page_table.numel() else 0, q.stride(0), q.stride(1), *k_cache.stride()[:3],
-        *v_cache.stride()[:3], out.stride(0), out.stride(1), dtype_code(q), scale, bool(causal), window)
+    call_native(OP, "cpu", q.device, q=q.data_ptr(), k_cache=k_cache.data_ptr(), v_cache=v_cache.data_ptr(),
+                page_table=page_table.data_ptr(), seq_lens=seq_lens.data_ptr(), cu_q_lens=cu_q_lens.data_ptr(),
+                out=out.data_ptr(), batch=B, num_tokens=q.shape[0], num_heads=q.shape[1],
+                num_kv_heads=k_cache.shape[2], head_dim=q.shape[2], num_pages=k_cache.shape[0],
+                page_size=k_cache.shape[1], max_pages=page_table.shape[1],
+                pt_stride=page_table.stride(0) if page_table.numel() else 0, q_stride_n=q.stride(0),
+                q_stride_h=q.stride(1), k_stride_page=k_cache.stride(0), k_stride_slot=k_cache.stride(1),
+                k_stride_head=k_cache.stride(2), v_stride_page=v_cache.stride(0), v_stride_slot=v_cache.stride(1),
+                v_stride_head=v_cache.stride(2), out_stride_n=out.stride(0), out_stride_h=out.stride(1),
+                dtype=dtype_code(q), scale=scale, causal=bool(causal), window=window)
     return out
 
 

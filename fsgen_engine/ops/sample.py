@@ -20,7 +20,7 @@ import torch
 
 from fsgen_engine.core.sampling import RANGES, check_value, check_values
 from fsgen_engine.ops._dispatch import choose_backend
-from fsgen_engine.ops._native import dtype_code, native
+from fsgen_engine.ops._native import call_native, dtype_code
 from fsgen_engine.ops._validate import FLOAT_DTYPES, check_last_dim_contiguous, check_tensor, per_row
 
 
@@ -112,13 +112,8 @@ def sample(logits: torch.Tensor, *, temperature=1.0, top_k=0, top_p: float | tor
 
         sample_any_triton(logits, params.temperature, params.top_k, params.top_p, params.min_p, seed, out)
         return out
-    args = (logits.data_ptr(), batch, vocab, logits.stride(0), dtype_code(logits), params.temperature.data_ptr(),
-            params.top_k.data_ptr(), params.top_p.data_ptr(), params.min_p.data_ptr(), seed.data_ptr(),
-            out.data_ptr())
-    if which == "cuda":
-        from fsgen_engine.ops._native import cuda_stream
-
-        native().sample_cuda(*args, cuda_stream(logits))
-    else:
-        native().sample_cpu(*args)
+    call_native("sample", which, device, logits=logits.data_ptr(), batch=batch, vocab=vocab,
+                row_stride=logits.stride(0), dtype=dtype_code(logits), temperature=params.temperature.data_ptr(),
+                top_k=params.top_k.data_ptr(), top_p=params.top_p.data_ptr(), min_p=params.min_p.data_ptr(),
+                seed=seed.data_ptr(), out=out.data_ptr())
     return out

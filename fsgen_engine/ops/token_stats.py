@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 
 from fsgen_engine.ops._dispatch import choose_backend
-from fsgen_engine.ops._native import cuda_stream, dtype_code, native
+from fsgen_engine.ops._native import call_native, dtype_code
 from fsgen_engine.ops._validate import FLOAT_DTYPES, check_last_dim_contiguous, check_nonempty, check_tensor
 
 OP = "token_stats"
@@ -59,10 +59,7 @@ def token_stats(logits: torch.Tensor, *, backend: str = "auto") -> TokenStats:
             from fsgen_engine.kernels.token_stats import token_stats_triton
 
             token_stats_triton(logits, out, arg)
-        elif chosen == "cuda":
-            native().token_stats_cuda(logits.data_ptr(), B, V, row_stride, dtype_code(logits), out.data_ptr(),
-                                      arg.data_ptr(), cuda_stream(logits))
         else:
-            native().token_stats_cpu(logits.data_ptr(), B, V, row_stride, dtype_code(logits), out.data_ptr(),
-                                     arg.data_ptr())
+            call_native(OP, chosen, logits.device, logits=logits.data_ptr(), batch=B, vocab=V, row_stride=row_stride,
+                        dtype=dtype_code(logits), out_stats=out.data_ptr(), out_argmax=arg.data_ptr())
     return TokenStats(out[0], out[1], out[2], arg, out[3])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from fsgen_engine.ops._dispatch import choose_backend
-from fsgen_engine.ops._native import dtype_code, native
+from fsgen_engine.ops._native import call_native, dtype_code
 from fsgen_engine.ops._validate import FLOAT_DTYPES, check_last_dim_contiguous, check_tensor
 from fsgen_engine.ops.sample import SamplingTensors, check_logits, draw_seed
 
@@ -114,16 +114,13 @@ def verify(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *, draft_pro
                       params.top_p, params.min_p, seed, accepted, next_token)
         return accepted, next_token
     q = draft_probs
-    args = (draft_tokens.data_ptr(), draft_tokens.stride(0), target_logits.data_ptr(), target_logits.stride(0),
-            target_logits.stride(1), dtype_code(target_logits), 0 if q is None else q.data_ptr(),
-            0 if q is None else q.stride(0), 0 if q is None else q.stride(1), 0 if q is None else dtype_code(q),
-            num_draft.data_ptr(), b, k, v, params.temperature.data_ptr(), params.top_k.data_ptr(),
-            params.top_p.data_ptr(), params.min_p.data_ptr(), seed.data_ptr(), accepted.data_ptr(),
-            next_token.data_ptr())
-    if which == "cuda":
-        from fsgen_engine.ops._native import cuda_stream
-
-        native().verify_cuda(*args, cuda_stream(target_logits))
-    else:
-        native().verify_cpu(*args)
+    call_native(OP, which, device, draft_tokens=draft_tokens.data_ptr(), draft_stride=draft_tokens.stride(0),
+                logits=target_logits.data_ptr(), logits_stride_b=target_logits.stride(0),
+                logits_stride_k=target_logits.stride(1), logits_dtype=dtype_code(target_logits),
+                draft_probs=0 if q is None else q.data_ptr(), probs_stride_b=0 if q is None else q.stride(0),
+                probs_stride_k=0 if q is None else q.stride(1), probs_dtype=0 if q is None else dtype_code(q),
+                num_draft=num_draft.data_ptr(), batch=b, max_draft=k, vocab=v,
+                temperature=params.temperature.data_ptr(), top_k=params.top_k.data_ptr(),
+                top_p=params.top_p.data_ptr(), min_p=params.min_p.data_ptr(), seed=seed.data_ptr(),
+                out_accepted=accepted.data_ptr(), out_next=next_token.data_ptr())
     return accepted, next_token

@@ -1,0 +1,47 @@
+// Launch boilerplate shared by the CUDA entry points: make the tensors' device current for the
+// call (the extension does not link libtorch, so torch's device guard is not available: Python
+// passes the device index), launch on the caller's stream, and turn a launch error into a Python
+// exception that names the entry point.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace fsgen {
+
+inline void check_cuda(cudaError_t err, const char* where) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string(where) + ": " + cudaGetErrorString(err));
+}
+
+// RAII: sets the current CUDA device for this thread and restores the previous one on exit.
+class DeviceGuard {
+ public:
+  DeviceGuard(int device, const char* where) : device_(device) {
+    check_cuda(cudaGetDevice(&prev_), where);
+    if (prev_ != device_) check_cuda(cudaSetDevice(device_), where);
+  }
+  ~DeviceGuard() {
+    if (prev_ != device_) cudaSetDevice(prev_);  // best effort: a destructor must not throw
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int device_;
+  int prev_ = 0;
+};
+
+// Launch kernel<<<grid, block, smem, stream>>>(args...) on `device`; nothing when the grid is empty.
+template <typename... Params, typename... Args>
+void launch(const char* where, int device, std::uintptr_t stream, dim3 grid, dim3 block, size_t smem,
+            void (*kernel)(Params...), Args&&... args) {
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+  DeviceGuard guard(device, where);
+  kernel<<<grid, block, smem, reinterpret_cast<cudaStream_t>(stream)>>>(static_cast<Params>(args)...);
+  check_cuda(cudaGetLastError(), where);
+}
+
+}  // namespace fsgen
