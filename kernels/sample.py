@@ -47,6 +47,33 @@ def _chunk_argmax(s, cols, BIG: tl.constexpr):
 
 
 @triton.jit
+def _load_z(ptrs, cols, V, rmask, t_safe):
+    return _load_row(ptrs, cols, V, rmask) / t_safe[:, None]
+
+
+@triton.jit
+def _bisect_key(ptrs, V, rmask, t_safe, zmax, lo, hi, target, MASS: tl.constexpr, BLOCK_R: tl.constexpr,
+                BLOCK_V: tl.constexpr):
+    """Largest key T in [lo, hi] whose weight over {key(z) >= T} reaches ``target``: the token count,
+    or the mass sum exp(z - zmax) when MASS. 32 halvings of the int32 key range are exact."""
+    offs = tl.arange(0, BLOCK_V)
+    for _ in range(32):
+        mid = lo + (hi - lo + 1) // 2
+        acc = tl.zeros((BLOCK_R,), tl.float32)  # counts are exact in float32 up to 2^24 tokens
+        for c in range(0, V, BLOCK_V):
+            z = _load_z(ptrs, c + offs, V, rmask, t_safe)
+            above = _key(z).to(tl.int64) >= mid[:, None]
+            if MASS:
+                acc += tl.sum(tl.where(above, tl.exp(z - zmax[:, None]), 0.0), axis=1)
+            else:
+                acc += tl.sum(above.to(tl.float32), axis=1)
+        ok = acc >= target
+        lo = tl.where(ok, mid, lo)
+        hi = tl.where(ok, hi, mid - 1)
+    return lo
+
+
+@triton.jit
 def _row_filter(ptrs, V, rmask, t, top_k, top_p, min_p, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):
     """Per-row filter state for rows at ``ptrs``: (t_safe, zmax, argmax, thr_key, total, greedy).
     Token j is kept iff key(z_j) >= thr_key and exp(z_j - zmax) >= min_p (z_j finite)."""
@@ -67,52 +94,23 @@ def _row_filter(ptrs, V, rmask, t, top_k, top_p, min_p, BLOCK_R: tl.constexpr, B
 
     do_k = (top_k > 0) & (top_k < V) & ~greedy & rmask
     if tl.max(do_k.to(tl.int32), axis=0) > 0:
-        lo = thr
-        hi = hi0
-        for _ in range(32):
-            mid = lo + (hi - lo + 1) // 2
-            cnt = tl.zeros((BLOCK_R,), tl.int64)
-            for c in range(0, V, BLOCK_V):
-                cols = c + offs
-                z = _load_row(ptrs, cols, V, rmask) / t_safe[:, None]
-                cnt += tl.sum((_key(z).to(tl.int64) >= mid[:, None]).to(tl.int64), axis=1)
-            ok = cnt >= top_k
-            lo = tl.where(ok, mid, lo)
-            hi = tl.where(ok, hi, mid - 1)
+        lo = _bisect_key(ptrs, V, rmask, t_safe, zmax, thr, hi0, top_k.to(tl.float32), False, BLOCK_R, BLOCK_V)
         thr = tl.where(do_k, lo, thr)
 
     total = tl.zeros((BLOCK_R,), tl.float32)
     for c in range(0, V, BLOCK_V):
-        cols = c + offs
-        z = _load_row(ptrs, cols, V, rmask) / t_safe[:, None]
-        w = tl.where(_key(z).to(tl.int64) >= thr[:, None], tl.exp(z - zmax[:, None]), 0.0)
-        total += tl.sum(w, axis=1)
+        z = _load_z(ptrs, c + offs, V, rmask, t_safe)
+        total += tl.sum(tl.where(_key(z).to(tl.int64) >= thr[:, None], tl.exp(z - zmax[:, None]), 0.0), axis=1)
 
     do_p = (top_p < 1.0) & ~greedy & rmask
     if tl.max(do_p.to(tl.int32), axis=0) > 0:
-        target = top_p * total
-        lo = thr
-        hi = hi0
-        for _ in range(32):
-            mid = lo + (hi - lo + 1) // 2
-            mass = tl.zeros((BLOCK_R,), tl.float32)
-            for c in range(0, V, BLOCK_V):
-                cols = c + offs
-                z = _load_row(ptrs, cols, V, rmask) / t_safe[:, None]
-                w = tl.where(_key(z).to(tl.int64) >= mid[:, None], tl.exp(z - zmax[:, None]), 0.0)
-                mass += tl.sum(w, axis=1)
-            ok = mass >= target
-            lo = tl.where(ok, mid, lo)
-            hi = tl.where(ok, hi, mid - 1)
+        lo = _bisect_key(ptrs, V, rmask, t_safe, zmax, thr, hi0, top_p * total, True, BLOCK_R, BLOCK_V)
         thr = tl.where(do_p, lo, thr)
 
     # Normaliser of the kept set (after min-p).
     total = tl.zeros((BLOCK_R,), tl.float32)
     for c in range(0, V, BLOCK_V):
-        cols = c + offs
-        z = _load_row(ptrs, cols, V, rmask) / t_safe[:, None]
-        w = _weights(z, zmax, thr, min_p)
-        total += tl.sum(w, axis=1)
+        total += tl.sum(_weights(_load_z(ptrs, c + offs, V, rmask, t_safe), zmax, thr, min_p), axis=1)
     return t_safe, zmax, arg, thr, total, greedy
 
 
@@ -135,6 +133,16 @@ def _exp_noise(seed, cols, ctr, stream: tl.constexpr):
 
 
 @triton.jit
+def _load_params(rows, rmask, temp_ptr, topk_ptr, topp_ptr, minp_ptr, seed_ptr):
+    """Per-row (temperature, top_k, top_p, min_p) of ``rows`` (masked rows: neutral values) and the seed."""
+    t = tl.load(temp_ptr + rows, mask=rmask, other=1.0)
+    k = tl.load(topk_ptr + rows, mask=rmask, other=0)
+    tp = tl.load(topp_ptr + rows, mask=rmask, other=1.0)
+    mp = tl.load(minp_ptr + rows, mask=rmask, other=0.0)
+    return t, k, tp, mp, tl.load(seed_ptr)
+
+
+@triton.jit
 def _sample_kernel(logits_ptr, stride_b, B, V, temp_ptr, topk_ptr, topp_ptr, minp_ptr, seed_ptr, out_ptr,
                    BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, ONLY_UNFINISHED: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -149,11 +157,7 @@ def _sample_kernel(logits_ptr, stride_b, B, V, temp_ptr, topk_ptr, topp_ptr, min
 @triton.jit
 def _sample_rows(logits_ptr, stride_b, V, temp_ptr, topk_ptr, topp_ptr, minp_ptr, seed_ptr, out_ptr, rows, rmask,
                  BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):
-    t = tl.load(temp_ptr + rows, mask=rmask, other=1.0)
-    k = tl.load(topk_ptr + rows, mask=rmask, other=0)
-    tp = tl.load(topp_ptr + rows, mask=rmask, other=1.0)
-    mp = tl.load(minp_ptr + rows, mask=rmask, other=0.0)
-    seed = tl.load(seed_ptr)
+    t, k, tp, mp, seed = _load_params(rows, rmask, temp_ptr, topk_ptr, topp_ptr, minp_ptr, seed_ptr)
     ptrs = logits_ptr + rows.to(tl.int64) * stride_b
     t_safe, zmax, arg, thr, total, greedy = _row_filter(ptrs, V, rmask, t, k, tp, mp, BLOCK_R, BLOCK_V)
     offs = tl.arange(0, BLOCK_V)
@@ -161,7 +165,7 @@ def _sample_rows(logits_ptr, stride_b, V, temp_ptr, topk_ptr, topp_ptr, minp_ptr
     barg = tl.zeros((BLOCK_R,), tl.int32)
     for c in range(0, V, BLOCK_V):
         cols = c + offs
-        z = _load_row(ptrs, cols, V, rmask) / t_safe[:, None]
+        z = _load_z(ptrs, cols, V, rmask, t_safe)
         s = tl.where((cols < V)[None, :], _weights(z, zmax, thr, mp) / _exp_noise(seed, cols, rows, STREAM_RACE), -1.0)
         m, idx = _chunk_argmax(s, cols, 2147483647)
         best, barg = _merge_argmax(best, barg, m, idx)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fsgen_engine.kernels.sample import (STREAM_ACCEPT, STREAM_RACE, _chunk_argmax, _exp_noise, _load_row,
-                                         _merge_argmax, _row_filter, _weights, block_sizes)
+from fsgen_engine.kernels.sample import (STREAM_ACCEPT, STREAM_RACE, _chunk_argmax, _exp_noise, _load_params,
+                                         _load_z, _merge_argmax, _row_filter, _weights, block_sizes)
 
 
 @triton.jit
@@ -21,12 +21,8 @@ def _verify_kernel(draft_ptr, d_s0, logits_ptr, l_s0, l_s1, q_ptr, q_s0, q_s1, n
     BIG: tl.constexpr = 2147483647
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < B
-    t = tl.load(temp_ptr + rows, mask=rmask, other=1.0)
-    k = tl.load(topk_ptr + rows, mask=rmask, other=0)
-    tp = tl.load(topp_ptr + rows, mask=rmask, other=1.0)
-    mp = tl.load(minp_ptr + rows, mask=rmask, other=0.0)
+    t, k, tp, mp, seed = _load_params(rows, rmask, temp_ptr, topk_ptr, topp_ptr, minp_ptr, seed_ptr)
     n = tl.minimum(tl.maximum(tl.load(nd_ptr + rows, mask=rmask, other=0), 0), K)
-    seed = tl.load(seed_ptr)
     offs = tl.arange(0, BLOCK_V)
     rows64 = rows.to(tl.int64)
     if ONLY_UNFINISHED:  # finish the rows kernels/sample_split.py left at -1, skip the others
@@ -72,7 +68,7 @@ def _verify_kernel(draft_ptr, d_s0, logits_ptr, l_s0, l_s1, q_ptr, q_s0, q_s1, n
                     cols = c + offs
                     cmask = (cols < V)[None, :]
                     lm = (emit & ~greedy)[:, None] & cmask
-                    z = _load_row(ptrs, cols, V, emit & ~greedy) / t_safe[:, None]
+                    z = _load_z(ptrs, cols, V, emit & ~greedy, t_safe)
                     p = _weights(z, zmax, thr, mp) * inv_total[:, None]
                     if HAS_Q:
                         q = tl.load(qrow[:, None] + cols[None, :], mask=lm & use_resid[:, None], other=0.0)
