@@ -11,6 +11,8 @@ and ``_reduce_kernel`` merges them. Semantics: fsgen_engine/reference/paged_atte
 Sliding window (``window > 0``): a program starts its KV walk at the tile holding the first key its
 first query can see, so a long context costs ``O(window)`` per query, not ``O(seq_len)``; splits then
 cut that span (not ``[0, seq_len)``), so flash-decoding still spreads the work that is actually done.
+Bounds: checked on the device, without a sync: query rows outside ``[0, N)`` (bad ``cu_q_lens``) are
+skipped, and keys past the page-table row or on a page id outside ``[0, P)`` are treated as absent.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _attn_kernel(Q, K, V, O, PT, SEQ_LENS, CU_Q, MS, LS, ACCS,
-                 scale_log2, split_len, num_splits, N, H, WINDOW,
+                 scale_log2, split_len, num_splits, N, H, WINDOW, num_pages, max_pages,
                  stride_qn, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
                  stride_on, stride_oh, stride_pt,
                  PAGE_SIZE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -46,6 +48,7 @@ def _attn_kernel(Q, K, V, O, PT, SEQ_LENS, CU_Q, MS, LS, ACCS,
     g = r % GROUP_PAD
     row_ok = (r // GROUP_PAD < BLOCK_M) & (g < GROUP) & (m < q_len)
     tok = (q_start + m).to(tl.int64)
+    row_ok = row_ok & (tok >= 0) & (tok < N)  # bounds check: bad cu_q_lens never reach past q / out
     head = kvh * GROUP + g
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
@@ -74,7 +77,11 @@ def _attn_kernel(Q, K, V, O, PT, SEQ_LENS, CU_Q, MS, LS, ACCS,
     for start in range(lo, hi, BLOCK_N):
         n = start + offs_n
         n_ok = n < hi
-        page = tl.load(pt_row + n // PAGE_SIZE, mask=n_ok, other=0).to(tl.int64)
+        slot = n // PAGE_SIZE
+        page = tl.load(pt_row + slot, mask=n_ok & (slot < max_pages), other=-1).to(tl.int64)
+        # Device-side bounds check (no host sync): a key past the page-table row or on a page id
+        # outside [0, num_pages) is absent: never loaded, never attended to.
+        n_ok = n_ok & (page >= 0) & (page < num_pages)
         off = (n % PAGE_SIZE).to(tl.int64)
         kv_mask = n_ok[:, None] & d_ok[None, :]
         k = tl.load(K + page[:, None] * stride_kp + off[:, None] * stride_ks + kvh * stride_kh + d[None, :],
@@ -200,7 +207,7 @@ def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     grid = (B, q_blocks, Hkv * num_splits)
     _attn_kernel[grid](
         q, k_cache, v_cache, out, page_table, seq_lens, cu_q_lens, ms, ls, accs,
-        float(scale) * LOG2E, split_len, num_splits, N, H, int(window),
+        float(scale) * LOG2E, split_len, num_splits, N, H, int(window), k_cache.shape[0], page_table.shape[1],
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1), page_table.stride(0),
         PAGE_SIZE=page_size, GROUP=group, GROUP_PAD=group_pad, BLOCK_M=block_m, ROWS=rows, BLOCK_N=block_n,
