@@ -5,7 +5,7 @@ and streams each row in BLOCK_V chunks. Filters are thresholds found by bisectio
 monotone int32 key of z = x / t (32 steps -> exact): top-k counts keys >= T, top-p sums
 exp(z - zmax) over keys >= T; each step re-reads the row (from L2 on a GPU). Then one pass runs
 the exponential race argmax w_j / E_j with Philox noise keyed by (seed, column, row counter).
-Semantics: fsgen_engine/reference/sample.py.
+Semantics: fsgen_engine/reference/sample.py (a +inf logit: the first +inf is the token).
 """
 from __future__ import annotations
 
@@ -76,7 +76,9 @@ def _bisect_key(ptrs, V, rmask, t_safe, zmax, lo, hi, target, MASS: tl.constexpr
 @triton.jit
 def _row_filter(ptrs, V, rmask, t, top_k, top_p, min_p, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr):
     """Per-row filter state for rows at ``ptrs``: (t_safe, zmax, argmax, thr_key, total, greedy).
-    Token j is kept iff key(z_j) >= thr_key and exp(z_j - zmax) >= min_p (z_j finite)."""
+    Token j is kept iff key(z_j) >= thr_key and exp(z_j - zmax) >= min_p (z_j finite). ``greedy``
+    rows are one-hot on ``argmax``: temperature 0, a +inf logit (the first +inf is the only
+    candidate), or no finite logit (token 0)."""
     BIG: tl.constexpr = 2147483647
     offs = tl.arange(0, BLOCK_V)
     xmax = tl.full((BLOCK_R,), float("-inf"), tl.float32)
@@ -86,7 +88,7 @@ def _row_filter(ptrs, V, rmask, t, top_k, top_p, min_p, BLOCK_R: tl.constexpr, B
         x = _load_row(ptrs, cols, V, rmask)
         m, idx = _chunk_argmax(x, cols, BIG)
         xmax, arg = _merge_argmax(xmax, arg, m, idx)
-    greedy = (t == 0.0) | (xmax == float("-inf"))
+    greedy = (t == 0.0) | (xmax == float("-inf")) | (xmax == float("inf"))
     t_safe = tl.where(greedy, 1.0, t)
     zmax = xmax / t_safe
     hi0 = _key(zmax).to(tl.int64)

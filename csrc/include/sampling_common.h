@@ -7,7 +7,7 @@
 // exponential race on CUDA (parallel) and by inverse CDF on the CPU (sequential, one uniform per
 // row). Semantics follow
 // fsgen_engine/reference/sample.py (order top-k, top-p, min-p; boundary ties kept; NaN = -inf;
-// a row with no finite entry yields token 0).
+// a row with a +inf yields its first +inf; a row with no finite entry yields token 0).
 #pragma once
 
 #include <cmath>
@@ -64,6 +64,11 @@ FSGEN_HD uint32_t float_key(float f) {
 
 FSGEN_HD float clean(float x) { return x != x ? -INFINITY : x; }
 
+// Rows whose distribution is one-hot on `argmax` (the lowest index of the row max xmax, NaN cleaned):
+// greedy (t == 0); a +inf logit (it alone is a candidate, whatever the temperature and filters: the
+// first +inf wins); no finite entry (all -inf / NaN: token 0).
+FSGEN_HD bool one_hot_row(float t, float xmax) { return t == 0.f || !(xmax > -INFINITY && xmax < INFINITY); }
+
 // Result of filtering one row: token j is kept iff finite, key(z_j) >= thr_key and
 // exp(z_j - zmax) >= min_p. Weights are exp(z_j - zmax); total is their sum over kept tokens.
 struct RowFilter {
@@ -73,7 +78,7 @@ struct RowFilter {
   float min_p;
   float inv_t;        // unused when greedy
   float t;
-  bool greedy;        // t == 0 or degenerate: the distribution is one-hot on `argmax`
+  bool greedy;        // one_hot_row: the distribution is one-hot on `argmax`
   double total;       // sum of kept weights (sampled rows)
 
   FSGEN_HD bool kept(float z) const {
@@ -225,7 +230,7 @@ __device__ inline RowFilter filter_row_dev(const void* row, int dtype, int64_t n
   block_argmax(xmax, arg, sh);
   if (arg >= n) arg = 0;
   f.argmax = arg;
-  f.greedy = (t == 0.f) || !(xmax > -INFINITY);
+  f.greedy = one_hot_row(t, xmax);
   if (f.greedy) return f;
   f.zmax = xmax / t;
   uint32_t thr = float_key(-INFINITY) + 1;
@@ -417,11 +422,11 @@ FSGEN_SIMD_CLONES inline RowFilter filter_row(const void* row, int dtype, int64_
     xmax = z[i] > xmax ? z[i] : xmax;
   }
   for (int j = 0; j < kLanes; ++j) xmax = lanes[j] > xmax ? lanes[j] : xmax;
-  int64_t arg = 0;  // lowest index of the max; token 0 when the row has no finite entry
+  int64_t arg = 0;  // lowest index of the max (the first +inf); token 0 when the row has no finite entry
   if (xmax > kNegInf)
     while (z[arg] != xmax) ++arg;
   f.argmax = arg;
-  f.greedy = (t == 0.f) || !(xmax > kNegInf);
+  f.greedy = one_hot_row(t, xmax);
   if (f.greedy) return f;
   f.zmax = xmax / t;
   uint32_t thr = float_key(kNegInf) + 1;  // finite values only

@@ -1,8 +1,10 @@
 """ops.sample: draw one token per row from temperature/top-k/top-p/min-p filtered logits.
 
 Semantics (defined by ``fsgen_engine.reference.sample``): NaN logits are never sampled; a row with
-no finite logit returns token 0; temperature 0 is the argmax (ties -> lowest index), per row; the
-filters apply after temperature in the order top-k, top-p, min-p and keep ties at their boundary.
+no finite logit returns token 0; temperature 0 is the argmax (ties -> lowest index), per row; a row
+with a ``+inf`` logit returns its first ``+inf`` whatever the temperature and filters (a ``+inf`` is
+the only candidate); the filters apply after temperature in the order top-k, top-p, min-p and keep
+ties at their boundary.
 Tokens are drawn by the exponential race (no ``torch.multinomial``, no host sync): kernels derive
 their noise from one int64 seed drawn with ``torch.randint(generator=...)`` on the logits' device,
 so results are deterministic for a given generator state (per backend; backends use different

@@ -1,7 +1,7 @@
 """ops.verify: speculative-decoding verification (greedy or lossless rejection sampling).
 
 See ``fsgen_engine.reference.verify`` for the definition. The target distribution at each
-position is exactly the ``ops.sample`` one (temperature, top-k, top-p, min-p, NaN handling), so a
+position is exactly the ``ops.sample`` one (temperature, top-k, top-p, min-p, NaN and ``+inf`` handling), so a
 verified sequence has the distribution of sampling the target model directly.
 
 Hot path: pass ``params=SamplingTensors.prepare(...)`` (built once per generate call) and

@@ -6,6 +6,10 @@ Definition, per row b (all arithmetic in float64):
 2. A row whose entries are all ``-inf``/NaN has no valid token: its result is token ``0``
    (its "distribution" is the one-hot on token 0).
 3. ``temperature[b] == 0``: greedy, the argmax of ``x`` (ties -> lowest index); filters ignored.
+   A row with a ``+inf`` entry is treated the same way for every temperature and filter: a ``+inf``
+   logit is infinitely more likely than any finite one, so it is the only candidate, and the first
+   ``+inf`` (lowest index) wins when there are several (the limit of softmax would split the mass
+   among them; one token keeps every backend deterministic and equal).
 4. Otherwise ``z = x / temperature[b]`` and the filters run in this order:
    - top-k (``top_k > 0``): keep ``z >= v_k``, ``v_k`` the k-th largest value of the row.
      Ties at the boundary are all kept, so more than k tokens survive when values tie.
@@ -76,7 +80,8 @@ def filtered_probs(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch
     empty = ~finite.any(dim=-1)
     onehot0 = torch.zeros_like(probs)
     onehot0[:, 0] = 1.0
-    probs = torch.where(greedy[:, None], onehot_arg, probs)
+    has_pos_inf = (x == float("inf")).any(dim=-1)  # argmax(x) is then the first +inf
+    probs = torch.where((greedy | has_pos_inf)[:, None], onehot_arg, probs)
     probs = torch.where(empty[:, None], onehot0, probs)
     return probs
 

@@ -130,6 +130,42 @@ def test_nan_and_all_masked_rows(device, backend):
             assert out[0] % 2 == 1 and out[1] == 0 and out[2] == 0
 
 
+def _special_rows(dtype):
+    """Rows with +inf logits next to NaN and -inf rows; expected token per row for any parameters."""
+    inf, nan = float("inf"), float("nan")
+    logits = torch.randn(6, 40).to(dtype)
+    logits[0, 7] = inf                      # one +inf: it is the token
+    logits[1, 3] = inf                      # several +inf: the first one wins
+    logits[1, 30] = inf
+    logits[2, :5] = nan                     # NaN before the +inf is never sampled
+    logits[2, 11] = inf
+    logits[2, 12] = -inf
+    logits[3] = -inf                        # +inf among -inf
+    logits[3, 39] = inf
+    logits[4] = -inf                        # no valid token: token 0
+    logits[5] = nan                         # no valid token: token 0
+    return logits, torch.tensor([7, 3, 11, 39, 0, 0])
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("params", [dict(temperature=0.0), dict(temperature=1.0), dict(temperature=0.5, top_k=5),
+                                    dict(temperature=2.0, top_p=0.3), dict(temperature=1.0, min_p=0.2),
+                                    dict(temperature=0.7, top_k=2, top_p=0.5, min_p=0.5)])
+def test_pos_inf_logit_is_the_only_candidate(device, backend, dtype, params):
+    logits, expected = _special_rows(dtype)
+    for seed in range(3):
+        out = sample(logits.to(device), generator=generator(device, seed), backend=backend, **params)
+        assert torch.equal(out.cpu(), expected), (params, out)
+    # the reference definition says so too: a one-hot distribution on the first +inf
+    b = logits.shape[0]
+    probs = filtered_probs(logits, torch.full((b,), params["temperature"]),
+                           torch.full((b,), params.get("top_k", 0)), torch.full((b,), params.get("top_p", 1.0)),
+                           torch.full((b,), params.get("min_p", 0.0)))
+    assert torch.equal(probs.argmax(dim=-1), expected) and torch.equal(probs.max(dim=-1).values, torch.ones(b,
+                                                                                               dtype=torch.float64))
+
+
 def test_params_fast_path_matches():
     logits = torch.randn(4, 100)
     params = SamplingTensors.prepare(4, "cpu", temperature=torch.tensor([0.0, 0.5, 1.0, 1.0]), top_k=5,

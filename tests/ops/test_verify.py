@@ -49,6 +49,34 @@ def test_greedy_edge_cases(device, backend, dtype):
 
 
 @pytest.mark.parametrize("device, backend", BACKENDS)
+@pytest.mark.parametrize("params", [dict(temperature=0.0), dict(temperature=1.0), dict(temperature=0.5, top_k=5),
+                                    dict(temperature=1.5, top_p=0.3, min_p=0.1)])
+def test_pos_inf_target_logit_is_the_only_candidate(device, backend, params):
+    # The target distribution at a position with a +inf logit is one-hot on its first +inf (as in
+    # ops.sample): the draft is accepted iff it is that token, and a rejection or the bonus emits it.
+    inf, nan = float("inf"), float("nan")
+    b, k, v = 3, 3, 20
+    logits = torch.randn(b, k + 1, v)
+    draft = torch.tensor([[4, 2, 0], [1, 2, 3], [17, 0, 5]])
+    logits[0, 0, 4] = inf                    # accepted
+    logits[0, 1, [9, 15]] = inf              # draft 2 rejected -> first +inf, 9
+    for i, tok in enumerate([1, 2, 3]):
+        logits[1, i, tok] = inf              # every draft accepted
+    logits[1, 3, :] = nan
+    logits[1, 3, 6] = inf                    # bonus among NaN -> 6
+    logits[2, 0, :] = nan
+    logits[2, 0, 17] = inf                   # accepted among NaN
+    logits[2, 1, :] = -inf                   # no valid token: one-hot on 0, draft 0 accepted
+    logits[2, 2, 8] = inf                    # draft 5 rejected -> 8
+    logits[2, 2, 9] = -inf
+    q = torch.softmax(torch.randn(b, k, v), dim=-1)
+    for seed in range(3):
+        acc, nxt = verify(draft.to(device), logits.to(device), draft_probs=q.to(device),
+                          generator=generator(device, seed), backend=backend, **params)
+        assert acc.tolist() == [1, 3, 2] and nxt.tolist() == [9, 6, 8], (params, acc, nxt)
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
 def test_zero_drafts_and_nan(device, backend):
     logits = torch.randn(2, 1, 11)
     logits[0, 0, ::2] = float("nan")  # NaN entries never win
