@@ -47,3 +47,40 @@ def test_parse_memory(text, expected):
 def test_parse_memory_rejects(bad):
     with pytest.raises(ValueError, match="kv_memory"):
         parse_memory(bad)
+
+
+def test_every_op_dispatches_through_the_registry():
+    from fsgen_engine import ops
+    from fsgen_engine.ops._dispatch import OPS
+
+    names = {"token_stats", "fuse_logits", "sample", "verify", "store_kv", "paged_attention"}
+    assert names <= set(OPS) and names <= set(ops.__all__)
+    cpu = torch.device("cpu")
+    for name in names:
+        op = OPS[name]
+        assert "reference" in op.impls, name
+        # every backend the dispatcher may choose has an implementation
+        usable = available_backends(cpu, native=op.native, triton_kernel=op.triton)
+        assert op.backends(cpu) == usable, (name, op.backends(cpu), usable)
+
+
+def test_op_runs_the_chosen_backend_with_its_name():
+    from fsgen_engine.ops._dispatch import OPS, Op
+
+    op = Op("_test_only_op", native=False, triton=False)
+    try:
+        @op.impl("reference")
+        def _ref(backend, x, *, scale):
+            return backend, x * scale
+
+        assert op(torch.device("cpu"), "auto", 3, scale=2) == ("reference", 6)
+        with pytest.raises(ValueError, match="backend='cpu' is not available"):
+            op(torch.device("cpu"), "cpu", 3, scale=2)
+    finally:
+        del OPS["_test_only_op"]
+
+
+@pytest.mark.parametrize("device", ["meta"])
+def test_devices_without_data_are_refused_before_any_backend(device):
+    with pytest.raises(ValueError, match="is on device 'meta'; the ops run on cpu or cuda tensors"):
+        choose_backend("token_stats", torch.device(device), "auto", native="token_stats")

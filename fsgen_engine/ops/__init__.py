@@ -6,6 +6,10 @@ to one backend: ``cuda`` (native ``_C``), ``triton`` (``fsgen_engine.kernels``),
 available for the tensors' device; ``backend=...`` or ``FSGEN_BACKEND`` force one
 (see ``fsgen_engine.ops._dispatch``). Triton is imported only when a Triton kernel runs.
 
+One op = one module ``ops/<name>.py``: it validates its arguments and hands them to its
+``_dispatch.Op``, the registry of that op's backend implementations. Ops run on ``cpu`` and
+``cuda`` tensors only (others, e.g. ``meta``, are refused before any kernel sees them).
+
 Ops: token_stats, fuse_logits, sample, verify, store_kv, paged_attention.
 """
 # Bound eagerly: each op's module has the op's own name, and a lazily resolved attribute would be

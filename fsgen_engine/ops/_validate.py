@@ -7,16 +7,25 @@ import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INDEX_DTYPES = (torch.int32, torch.int64)
+DEVICE_TYPES = ("cpu", "cuda")
 
 
 def _dtype_names(dtypes: Iterable[torch.dtype]) -> str:
     return ", ".join(str(d).replace("torch.", "") for d in dtypes)
 
 
+def check_device_type(op: str, name: str, device: torch.device) -> None:
+    # The kernels read data_ptr() as host or CUDA memory: a meta (or mps, xla...) tensor would crash them.
+    if device.type not in DEVICE_TYPES:
+        raise ValueError(f"{op}: {name} is on device {str(device)!r}; the ops run on cpu or cuda tensors "
+                         f"(a meta tensor has no data to compute on): move it with .to('cpu') or .to('cuda')")
+
+
 def check_tensor(op: str, name: str, t, *, ndim: int | Sequence[int] | None = None,
                  dtypes: Sequence[torch.dtype] | None = None, device: torch.device | None = None) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    check_device_type(op, name, t.device)
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if t.dim() not in allowed:

@@ -14,11 +14,13 @@ import numbers
 
 import torch
 
-from fsgen_engine.ops._dispatch import choose_backend
+from fsgen_engine.ops._dispatch import Op
+from fsgen_engine.ops._native import call_native, dtype_code
 from fsgen_engine.ops._validate import FLOAT_DTYPES, check_last_dim_contiguous, check_tensor
 from fsgen_engine.reference.paged_attention import paged_attention_padded
 
-OP = "paged_attention"
+OP = Op("paged_attention", native=True, triton=True)
+NAME = OP.name
 HEAD_DIMS = (64, 80, 96, 128)
 
 
@@ -32,35 +34,35 @@ def flash_available() -> bool:
 
 
 def _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, window) -> None:
-    check_tensor(OP, "q", q, ndim=3, dtypes=FLOAT_DTYPES)
+    check_tensor(NAME, "q", q, ndim=3, dtypes=FLOAT_DTYPES)
     device = q.device
-    check_tensor(OP, "k_cache", k_cache, ndim=4, dtypes=(q.dtype,), device=device)
-    check_tensor(OP, "v_cache", v_cache, ndim=4, dtypes=(q.dtype,), device=device)
+    check_tensor(NAME, "k_cache", k_cache, ndim=4, dtypes=(q.dtype,), device=device)
+    check_tensor(NAME, "v_cache", v_cache, ndim=4, dtypes=(q.dtype,), device=device)
     for name, t, nd in (("page_table", page_table, 2), ("seq_lens", seq_lens, 1), ("cu_q_lens", cu_q_lens, 1)):
-        check_tensor(OP, name, t, ndim=nd, dtypes=(torch.int32,), device=device)
+        check_tensor(NAME, name, t, ndim=nd, dtypes=(torch.int32,), device=device)
     N, H, D = q.shape
     P, S, Hkv, Dk = k_cache.shape
     if v_cache.shape != k_cache.shape:
-        raise ValueError(f"{OP}: v_cache has shape {tuple(v_cache.shape)} but k_cache has {tuple(k_cache.shape)}")
+        raise ValueError(f"{NAME}: v_cache has shape {tuple(v_cache.shape)} but k_cache has {tuple(k_cache.shape)}")
     if Dk != D:
-        raise ValueError(f"{OP}: q has head_dim {D} but k_cache has {Dk}; they must match")
+        raise ValueError(f"{NAME}: q has head_dim {D} but k_cache has {Dk}; they must match")
     if Hkv == 0 or H % Hkv:
-        raise ValueError(f"{OP}: q has {H} heads, not a multiple of the {Hkv} KV heads of k_cache "
+        raise ValueError(f"{NAME}: q has {H} heads, not a multiple of the {Hkv} KV heads of k_cache "
                          f"(grouped-query attention needs H % Hkv == 0)")
     B = seq_lens.shape[0]
     if page_table.shape[0] != B:
-        raise ValueError(f"{OP}: page_table has {page_table.shape[0]} rows but seq_lens has {B} sequences")
+        raise ValueError(f"{NAME}: page_table has {page_table.shape[0]} rows but seq_lens has {B} sequences")
     if cu_q_lens.shape[0] != B + 1:
-        raise ValueError(f"{OP}: cu_q_lens has {cu_q_lens.shape[0]} entries; it needs B+1={B + 1} (prefix sums)")
+        raise ValueError(f"{NAME}: cu_q_lens has {cu_q_lens.shape[0]} entries; it needs B+1={B + 1} (prefix sums)")
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
-        raise ValueError(f"{OP}: scale={scale!r} must be a positive float (usually head_dim ** -0.5)")
+        raise ValueError(f"{NAME}: scale={scale!r} must be a positive float (usually head_dim ** -0.5)")
     if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 0:
-        raise ValueError(f"{OP}: window={window!r} must be a non-negative int: 0 for full attention, or the "
+        raise ValueError(f"{NAME}: window={window!r} must be a non-negative int: 0 for full attention, or the "
                          f"sliding-window size W > 0 (e.g. config.sliding_window or 0)")
     for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
-        check_last_dim_contiguous(OP, name, t)
+        check_last_dim_contiguous(NAME, name, t)
     if page_table.numel() and page_table.stride(1) != 1:
-        raise ValueError(f"{OP}: page_table must be contiguous along its last dim; pass page_table.contiguous()")
+        raise ValueError(f"{NAME}: page_table must be contiguous along its last dim; pass page_table.contiguous()")
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
@@ -86,47 +88,62 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
             grid without a device sync); computed with ``.item()`` when None.
         backend: ``auto`` | ``triton`` | ``cpu`` | ``reference`` | ``flash``.
     Returns: ``[N, H, D]`` in ``q.dtype`` (softmax math in float32).
+
+    Bad values of ``cu_q_lens``, ``seq_lens`` or ``page_table`` never read or write outside the tensors:
+    ``cpu`` checks them on the host before the kernel reads anything (ValueError naming the entry;
+    ``O(B + pages)`` in C++, no torch op, so it stays on in the hot path); ``reference`` raises from its
+    torch indexing; ``triton`` checks them on the device, because a host check would cost a sync per
+    call: query rows outside ``q`` are skipped, and keys past the page-table row or on a page id outside
+    ``[0, P)`` are absent (attention over the valid keys only, no error). ``flash`` trusts its inputs.
     """
     _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, window)
     scale, window = float(scale), int(window)
     if backend == "flash":
         if not flash_available():
-            raise ValueError(f"{OP}: backend='flash' needs flash-attn (pip install flash-attn); it is not importable here")
+            raise ValueError(f"{NAME}: backend='flash' needs flash-attn (pip install flash-attn); it is not importable here")
         if not q.is_cuda:
-            raise ValueError(f"{OP}: backend='flash' needs CUDA tensors; move the inputs with .cuda()")
-        return _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, window, max_q_len,
-                      max_seq_len)
-    which = choose_backend(OP, q.device, backend, native=OP)
+            raise ValueError(f"{NAME}: backend='flash' needs CUDA tensors; move the inputs with .cuda()")
+        which = "flash"
+    else:
+        which = OP.choose(q.device, backend)
     if which == "triton" and q.shape[-1] not in HEAD_DIMS:
         if backend == "triton":
-            raise ValueError(f"{OP}: head_dim={q.shape[-1]} is not supported by the Triton kernel (supported: "
+            raise ValueError(f"{NAME}: head_dim={q.shape[-1]} is not supported by the Triton kernel (supported: "
                              f"{HEAD_DIMS}); use backend='reference' or 'auto'")
         which = "reference"
-    if max_q_len is None:
-        max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max().item()) if seq_lens.numel() else 0
-    if max_seq_len is None:
-        max_seq_len = int(seq_lens.max().item()) if seq_lens.numel() else 0
-    if window >= max_seq_len:  # no query is far enough from any key for the window to hide it
-        window = 0
-    if which == "cpu":
-        return _cpu(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, window)
-    if which == "triton":
-        from fsgen_engine.kernels.paged_attention import paged_attention_triton
-        return paged_attention_triton(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale,
-                                      causal=causal, window=window, max_q_len=max_q_len, max_seq_len=max_seq_len)
-    return paged_attention_padded(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale, causal=causal,
-                                  window=window, max_q_len=max_q_len, max_seq_len=max_seq_len)
+    if which != "flash":  # flash-attn sizes its own launch
+        if max_q_len is None:
+            max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max().item()) if seq_lens.numel() else 0
+        if max_seq_len is None:
+            max_seq_len = int(seq_lens.max().item()) if seq_lens.numel() else 0
+        if window >= max_seq_len:  # no query is far enough from any key for the window to hide it
+            window = 0
+    return OP.run(which, q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale, causal=causal,
+                  window=window, max_q_len=max_q_len, max_seq_len=max_seq_len)
 
 
-def _cpu(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, window):
-    from fsgen_engine.ops._native import call_native, dtype_code
+@OP.impl("reference")
+def _reference(backend, *args, **kw):
+    return paged_attention_padded(*args, **kw)
 
+
+@OP.impl("triton")
+def _triton(backend, *args, **kw):
+    from fsgen_engine.kernels.paged_attention import paged_attention_triton
+
+    return paged_attention_triton(*args, **kw)
+
+
+@OP.impl("cpu")
+def _cpu(backend, q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, *, scale, causal, window, max_q_len,
+         max_seq_len):
     out = torch.empty_like(q)
     B = seq_lens.shape[0]
     if q.shape[0] == 0 or B == 0:
         return out
     seq_lens, cu_q_lens = seq_lens.contiguous(), cu_q_lens.contiguous()
-    call_native(OP, "cpu", q.device, q=q.data_ptr(), k_cache=k_cache.data_ptr(), v_cache=v_cache.data_ptr(),
+    # The C++ entry checks cu_q_lens, seq_lens and the page ids it will read before reading anything.
+    call_native(NAME, "cpu", q.device, q=q.data_ptr(), k_cache=k_cache.data_ptr(), v_cache=v_cache.data_ptr(),
                 page_table=page_table.data_ptr(), seq_lens=seq_lens.data_ptr(), cu_q_lens=cu_q_lens.data_ptr(),
                 out=out.data_ptr(), batch=B, num_tokens=q.shape[0], num_heads=q.shape[1],
                 num_kv_heads=k_cache.shape[2], head_dim=q.shape[2], num_pages=k_cache.shape[0],
@@ -139,7 +156,9 @@ def _cpu(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, wi
     return out
 
 
-def _flash(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, causal, window, max_q_len, max_seq_len):
+@OP.impl("flash")
+def _flash(backend, q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, *, scale, causal, window, max_q_len,
+           max_seq_len):
     # flash-attn aligns the causal mask bottom-right (query j of q_len sees keys <= seq_len - q_len + j),
     # the same convention as this op. Its paged kernels may require page sizes that are multiples of 256
     # (older versions) or 16 (newer); errors from flash-attn are passed through. Its window_size=(left, right)

@@ -20,11 +20,11 @@ from typing import NamedTuple
 
 import torch
 
-from fsgen_engine.ops._dispatch import choose_backend
+from fsgen_engine.ops._dispatch import Op
 from fsgen_engine.ops._native import call_native, dtype_code
 from fsgen_engine.ops._validate import FLOAT_DTYPES, check_last_dim_contiguous, check_nonempty, check_tensor
 
-OP = "token_stats"
+OP = Op("token_stats", native=True, triton=True)
 
 
 class TokenStats(NamedTuple):
@@ -40,26 +40,31 @@ def token_stats(logits: torch.Tensor, *, backend: str = "auto") -> TokenStats:
 
     ``backend``: ``auto`` | ``cuda`` | ``triton`` | ``cpu`` | ``reference`` (see ``fsgen_engine.ops``).
     """
-    check_tensor(OP, "logits", logits, ndim=2, dtypes=FLOAT_DTYPES)
-    check_nonempty(OP, "logits", logits, 1)
-    check_last_dim_contiguous(OP, "logits", logits)
-    chosen = choose_backend(OP, logits.device, backend, native=OP)
-    B, V = logits.shape
-    if chosen == "reference":
-        from fsgen_engine.reference.token_stats import token_stats_reference
+    check_tensor(OP.name, "logits", logits, ndim=2, dtypes=FLOAT_DTYPES)
+    check_nonempty(OP.name, "logits", logits, 1)
+    check_last_dim_contiguous(OP.name, "logits", logits)
+    return OP(logits.device, backend, logits)
 
-        ent, mp, mg, am, lse = token_stats_reference(logits)
-        return TokenStats(ent, mp, mg, am, lse)
+
+@OP.impl("reference")
+def _reference(backend, logits):
+    from fsgen_engine.reference.token_stats import token_stats_reference
+
+    return TokenStats(*token_stats_reference(logits))
+
+
+@OP.impl("cpu", "cuda", "triton")
+def _kernel(backend, logits):
+    B, V = logits.shape
     # One float32 [4, B] buffer + one int64 [B]: two allocations, no other torch op around the kernel.
     out = torch.empty((4, B), dtype=torch.float32, device=logits.device)
     arg = torch.empty((B,), dtype=torch.int64, device=logits.device)
-    if B > 0:
-        row_stride = logits.stride(0) if B > 1 else V
-        if chosen == "triton":
-            from fsgen_engine.kernels.token_stats import token_stats_triton
+    if B > 0 and backend == "triton":
+        from fsgen_engine.kernels.token_stats import token_stats_triton
 
-            token_stats_triton(logits, out, arg)
-        else:
-            call_native(OP, chosen, logits.device, logits=logits.data_ptr(), batch=B, vocab=V, row_stride=row_stride,
-                        dtype=dtype_code(logits), out_stats=out.data_ptr(), out_argmax=arg.data_ptr())
+        token_stats_triton(logits, out, arg)
+    elif B > 0:
+        call_native(OP.name, backend, logits.device, logits=logits.data_ptr(), batch=B, vocab=V,
+                    row_stride=logits.stride(0) if B > 1 else V, dtype=dtype_code(logits), out_stats=out.data_ptr(),
+                    out_argmax=arg.data_ptr())
     return TokenStats(out[0], out[1], out[2], arg, out[3])

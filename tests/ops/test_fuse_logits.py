@@ -151,8 +151,11 @@ def test_validation_errors():
         fuse_logits(x.int(), y, method="contrastive")
     with pytest.raises(ValueError, match="small has 3 rows but large has 2"):
         fuse_logits(x, torch.randn(3, 10), method="contrastive")
-    with pytest.raises(ValueError, match="small_ft is on meta but the other inputs are on cpu"):
+    with pytest.raises(ValueError, match="small_ft is on device 'meta'; the ops run on cpu or cuda"):
         fuse_logits(x, y, torch.empty(2, 10, device="meta"), method="proxy")
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="small is on cuda:0 but the other inputs are on cpu"):
+            fuse_logits(x, y.cuda(), method="contrastive")
     with pytest.raises(ValueError, match="stride 1 along its last dimension"):
         fuse_logits(x, torch.randn(10, 2).t(), method="contrastive")
     with pytest.raises(ValueError, match="backend='cuda' is not available"):
