@@ -11,8 +11,11 @@ and ``_reduce_kernel`` merges them. Semantics: fsgen_engine/reference/paged_atte
 Sliding window (``window > 0``): a program starts its KV walk at the tile holding the first key its
 first query can see, so a long context costs ``O(window)`` per query, not ``O(seq_len)``; splits then
 cut that span (not ``[0, seq_len)``), so flash-decoding still spreads the work that is actually done.
-Bounds: checked on the device, without a sync: query rows outside ``[0, N)`` (bad ``cu_q_lens``) are
-skipped, and keys past the page-table row or on a page id outside ``[0, P)`` are treated as absent.
+Bounds: checked on the device, without a sync, so that no access leaves the tensors: query rows
+outside ``[0, N)`` (bad ``cu_q_lens``) are skipped, and a key past the page-table row or on a page id
+outside ``[0, P)`` is read from page 0 (masking those keys out instead costs registers: the fp32
+prefill tile then spills). The output of such a sequence is meaningless; FSGEN_CHECK_BOUNDS=1 makes
+ops.paged_attention check on the host first and raise.
 """
 from __future__ import annotations
 
@@ -78,10 +81,10 @@ def _attn_kernel(Q, K, V, O, PT, SEQ_LENS, CU_Q, MS, LS, ACCS,
         n = start + offs_n
         n_ok = n < hi
         slot = n // PAGE_SIZE
-        page = tl.load(pt_row + slot, mask=n_ok & (slot < max_pages), other=-1).to(tl.int64)
-        # Device-side bounds check (no host sync): a key past the page-table row or on a page id
-        # outside [0, num_pages) is absent: never loaded, never attended to.
-        n_ok = n_ok & (page >= 0) & (page < num_pages)
+        page = tl.load(pt_row + slot, mask=n_ok & (slot < max_pages), other=0)
+        # Device-side bounds check (no host sync): a page id outside [0, num_pages) is read as page 0
+        # (a key past the page-table row too), so no load leaves the cache.
+        page = tl.where((page >= 0) & (page < num_pages), page, 0).to(tl.int64)
         off = (n % PAGE_SIZE).to(tl.int64)
         kv_mask = n_ok[:, None] & d_ok[None, :]
         k = tl.load(K + page[:, None] * stride_kp + off[:, None] * stride_ks + kvh * stride_kh + d[None, :],
