@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import os
 
 import torch
 
@@ -49,6 +50,9 @@ def _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, windo
     if Hkv == 0 or H % Hkv:
         raise ValueError(f"{NAME}: q has {H} heads, not a multiple of the {Hkv} KV heads of k_cache "
                          f"(grouped-query attention needs H % Hkv == 0)")
+    if P == 0 or S == 0:
+        raise ValueError(f"{NAME}: k_cache has shape {tuple(k_cache.shape)}: a cache of P pages of S slots needs "
+                         f"P >= 1 and S >= 1")
     B = seq_lens.shape[0]
     if page_table.shape[0] != B:
         raise ValueError(f"{NAME}: page_table has {page_table.shape[0]} rows but seq_lens has {B} sequences")
@@ -94,7 +98,9 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     ``O(B + pages)`` in C++, no torch op, so it stays on in the hot path); ``reference`` raises from its
     torch indexing; ``triton`` checks them on the device, because a host check would cost a sync per
     call: query rows outside ``q`` are skipped, and keys past the page-table row or on a page id outside
-    ``[0, P)`` are absent (attention over the valid keys only, no error). ``flash`` trusts its inputs.
+    ``[0, P)`` are read from page 0 (memory-safe, but that sequence's output is meaningless); ``flash``
+    trusts its inputs. Debug flag: ``FSGEN_CHECK_BOUNDS=1`` runs the ``cpu`` backend's checks on the
+    host for every backend (one sync per call) and raises the same errors.
     """
     _validate(q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale, window)
     scale, window = float(scale), int(window)
@@ -111,6 +117,8 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
             raise ValueError(f"{NAME}: head_dim={q.shape[-1]} is not supported by the Triton kernel (supported: "
                              f"{HEAD_DIMS}); use backend='reference' or 'auto'")
         which = "reference"
+    if which != "cpu" and os.environ.get("FSGEN_CHECK_BOUNDS", "0") == "1":
+        check_bounds_on_host(page_table, seq_lens, cu_q_lens, q.shape[0], k_cache.shape[0], k_cache.shape[1])
     if which != "flash":  # flash-attn sizes its own launch
         if max_q_len is None:
             max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max().item()) if seq_lens.numel() else 0
@@ -120,6 +128,31 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
             window = 0
     return OP.run(which, q, k_cache, v_cache, page_table, seq_lens, cu_q_lens, scale=scale, causal=causal,
                   window=window, max_q_len=max_q_len, max_seq_len=max_seq_len)
+
+
+def check_bounds_on_host(page_table, seq_lens, cu_q_lens, num_tokens: int, num_pages: int, page_size: int) -> None:
+    """The checks the C++ backend always makes (csrc/cpu/paged_attention.cpp), for the other backends
+    under FSGEN_CHECK_BOUNDS=1: a debugging aid, it copies the small index tensors to the host (a sync)."""
+    pt, lens, cu = page_table.cpu().long(), seq_lens.cpu().long(), cu_q_lens.cpu().long()
+    B, max_pages = pt.shape
+    if B == 0:
+        return
+    q_len = cu[1:] - cu[:-1]
+    if cu[0] < 0 or cu[-1] > num_tokens or bool((q_len < 0).any()):
+        raise ValueError(f"{NAME}: cu_q_lens={cu.tolist()} must be non-decreasing prefix sums from 0 to at most the "
+                         f"{num_tokens} query rows of q")
+    bad = (lens < q_len) | (lens > max_pages * page_size)
+    if bool(bad.any()):
+        b = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{NAME}: seq_lens[{b}]={int(lens[b])} is out of range [{int(q_len[b])}, "
+                         f"{max_pages * page_size}]: it counts the sequence's new tokens and must fit its page_table "
+                         f"row ({max_pages} pages of {page_size})")
+    used = torch.arange(max_pages)[None, :] < ((lens + page_size - 1) // page_size)[:, None]
+    bad = used & ((pt < 0) | (pt >= num_pages))
+    if bool(bad.any()):
+        b, p = bad.nonzero()[0].tolist()
+        raise ValueError(f"{NAME}: page_table[{b}, {p}]={int(pt[b, p])} is not a page of the cache (k_cache has "
+                         f"{num_pages} pages); pass page ids in [0, {num_pages})")
 
 
 @OP.impl("reference")
