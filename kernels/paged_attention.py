@@ -11,10 +11,10 @@ and ``_reduce_kernel`` merges them. Semantics: fsgen_engine/reference/paged_atte
 Sliding window (``window > 0``): a program starts its KV walk at the tile holding the first key its
 first query can see, so a long context costs ``O(window)`` per query, not ``O(seq_len)``; splits then
 cut that span (not ``[0, seq_len)``), so flash-decoding still spreads the work that is actually done.
-Bounds: checked on the device, without a sync, so that no access leaves the tensors: query rows
-outside ``[0, N)`` (bad ``cu_q_lens``) are skipped, and a key past the page-table row or on a page id
-outside ``[0, P)`` is read from page 0 (masking those keys out instead costs registers: the fp32
-prefill tile then spills). The output of such a sequence is meaningless; FSGEN_CHECK_BOUNDS=1 makes
+Bounds: checked on the device, without a sync, so that no access leaves the tensors: a sequence's
+query rows are cut at ``N`` (bad ``cu_q_lens``), and a key past the page-table row or on a page id
+outside ``[0, P)`` is read from page 0 (per-row or per-key masks instead cost registers: the fp32
+prefill and fp16 decode tiles then spill on sm_90). The output of such a sequence is meaningless; FSGEN_CHECK_BOUNDS=1 makes
 ops.paged_attention check on the host first and raise.
 """
 from __future__ import annotations
@@ -41,8 +41,9 @@ def _attn_kernel(Q, K, V, O, PT, SEQ_LENS, CU_Q, MS, LS, ACCS,
     kvh = tl.program_id(2) // num_splits
     sp = tl.program_id(2) % num_splits
     q_start = tl.load(CU_Q + b)
-    q_len = tl.load(CU_Q + b + 1) - q_start
-    if qb * BLOCK_M >= q_len:
+    # Bounds check on the scalars (free, unlike a per-row mask): bad cu_q_lens never reach past q / out.
+    q_len = tl.minimum(tl.load(CU_Q + b + 1), N) - q_start
+    if (qb * BLOCK_M >= q_len) | (q_start < 0):
         return
     seq_len = tl.load(SEQ_LENS + b)
 
@@ -51,7 +52,6 @@ def _attn_kernel(Q, K, V, O, PT, SEQ_LENS, CU_Q, MS, LS, ACCS,
     g = r % GROUP_PAD
     row_ok = (r // GROUP_PAD < BLOCK_M) & (g < GROUP) & (m < q_len)
     tok = (q_start + m).to(tl.int64)
-    row_ok = row_ok & (tok >= 0) & (tok < N)  # bounds check: bad cu_q_lens never reach past q / out
     head = kvh * GROUP + g
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
