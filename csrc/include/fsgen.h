@@ -40,16 +40,22 @@ inline T* ptr(std::uintptr_t p) {
 }
 
 // ---- host-side half / bfloat16 conversion (CPU kernels) ----
-inline float bf16_to_float(uint16_t h) {
-  uint32_t bits = static_cast<uint32_t>(h) << 16;
+inline float bits_to_float(uint32_t bits) {
   float f;
   std::memcpy(&f, &bits, sizeof(f));
   return f;
 }
 
-inline uint16_t float_to_bf16(float f) {
+inline uint32_t float_to_bits(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, sizeof(bits));
+  return bits;
+}
+
+inline float bf16_to_float(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }
+
+inline uint16_t float_to_bf16(float f) {
+  uint32_t bits = float_to_bits(f);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);  // quiet NaN
   bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even
   return static_cast<uint16_t>(bits >> 16);
@@ -76,14 +82,11 @@ inline float fp16_to_float(uint16_t h) {
   } else {
     bits = sign | (exp + 112u) << 23 | mant << 13;
   }
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
+  return bits_to_float(bits);
 }
 
 inline uint16_t float_to_fp16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
+  const uint32_t bits = float_to_bits(f);
   const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
   const uint32_t abs = bits & 0x7fffffffu;
   if (abs > 0x7f800000u) return sign | 0x7e00u;          // NaN
