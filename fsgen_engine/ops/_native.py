@@ -46,10 +46,6 @@ def dtype_code(t: torch.Tensor) -> int:
     return DTYPE_CODES[t.dtype]
 
 
-def cuda_stream(t: torch.Tensor) -> int:
-    return torch.cuda.current_stream(t.device).cuda_stream
-
-
 def call_native(fn: str, backend: str, device: torch.device, **kwargs) -> None:
     """Call ``_C.{fn}_{backend}`` with keyword arguments (names: csrc/include/op_args.h). The CUDA
     entry points also get the device index, which they make current for the launch (``_C`` does not

@@ -1,8 +1,8 @@
 """ops.verify: speculative-decoding verification (greedy or lossless rejection sampling).
 
 See ``fsgen_engine.reference.verify`` for the definition. The target distribution at each
-position is exactly the ``ops.sample`` one (temperature, top-k, top-p, min-p, NaN and ``+inf`` handling), so a
-verified sequence has the distribution of sampling the target model directly.
+position is exactly the ``ops.sample`` one (temperature, top-k, top-p, min-p, NaN and ``+inf``
+handling), so a verified sequence has the distribution of sampling the target model directly.
 
 Hot path: pass ``params=SamplingTensors.prepare(...)`` (built once per generate call) and
 ``_validated=True`` to skip the value checks that need a host sync (num_draft range, draft token
