@@ -3,6 +3,7 @@ safetensors file, a corrupt router file, a malformed .jsonl prompts file and ``-
 directory each give exit code 2 and one readable line naming what is wrong (``--out`` before any
 model is loaded)."""
 import os
+import random
 import subprocess
 import sys
 
@@ -51,7 +52,9 @@ def test_truncated_safetensors(saved, tmp_path, capsys):
     _one_error_line(capsys, "large model", str(st), "corrupt or truncated")
 
 
-@pytest.mark.parametrize("content", [os.urandom(100), b'{"format": "fsgen-router/2", ', b"\x80\x04K\x05."])
+# fixed bytes: parameters drawn at collection time would differ between pytest-xdist workers
+@pytest.mark.parametrize("content", [random.Random(1).randbytes(100), b'{"format": "fsgen-router/2", ',
+                                     b"\x80\x04K\x05."], ids=["random-bytes", "truncated-json", "pickle"])
 def test_corrupt_router_file(saved, tmp_path, capsys, monkeypatch, content):
     router = tmp_path / "router.json"
     router.write_bytes(content)

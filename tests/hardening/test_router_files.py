@@ -3,6 +3,7 @@ files fail with an error naming the file, and the JSON form predicts exactly wha
 scikit-learn pipeline predicts."""
 import json
 import os
+import random
 import pickle
 import subprocess
 import sys
@@ -46,8 +47,10 @@ def test_malicious_pickle_never_runs(tmp_path):
         assert not marker.exists(), "the router file's code ran"
 
 
-@pytest.mark.parametrize("content", [os.urandom(64), b"{\"format\": \"fsgen-router/2\", \"kind\"",
-                                     b"\x80\x04\x95" + os.urandom(40), b"[1, 2, 3]", b"{}", b""])
+# fixed bytes: parameters drawn at collection time would differ between pytest-xdist workers
+@pytest.mark.parametrize("content", [random.Random(1).randbytes(64), b"{\"format\": \"fsgen-router/2\", \"kind\"",
+                                     b"\x80\x04\x95" + random.Random(2).randbytes(40), b"[1, 2, 3]", b"{}", b""],
+                         ids=["random-bytes", "truncated-json", "pickle-garbage", "json-list", "empty-object", "empty"])
 def test_corrupt_router_file_names_the_file(tmp_path, content):
     path = tmp_path / "router.json"
     path.write_bytes(content)
