@@ -127,6 +127,10 @@ class Engine:
             if why is None:
                 graphs[m] = GraphedForward(model, self.kv.cache(m), max_batch=self.max_batch, max_pages=width,
                                            page_size=S, max_q_len=GRAPH_MAX_Q_LEN)
+        if graphs:
+            self.graph_status["draft_stop"] = (
+                "graphed: a draft_stop round feeds every row all the round's drafts (uniform q_len, captured per "
+                "q_len like fixed K); rows that stopped early are cut on the device by verify's num_draft")
         return graphs
 
     # ------------------------------------------------------------------ loading
@@ -213,6 +217,7 @@ class Engine:
         check_prompt_ids(prompt_ids, self._vocab, self.names)
         rules = StopRules(self.tokenizer, self.eos_ids, stop, ignore_eos)
         check_num_samples(n, self.max_batch)
+        cfg.extra["eos_ids"] = sorted(rules.eos)   # speculative draft_stop: drafting ends at a drafted EOS
         algo = make_method(cfg, self.runner, Sampler(self.device, sampling))
         groups, needs = self._plan(prompt_ids, algo, int(max_new_tokens), n)
         t0 = time.perf_counter()

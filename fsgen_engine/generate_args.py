@@ -18,6 +18,7 @@ import torch
 from fsgen_engine.core.sampling import SamplingParams
 from fsgen_engine.methods import METHODS, models_needed
 from fsgen_engine.methods.base import MethodConfig
+from fsgen_engine.methods.draft_stop import parse_draft_stop
 from fsgen_engine.routers import parse_router
 
 TARGETS = (None, "large", "contrastive", "proxy")
@@ -30,7 +31,10 @@ class MethodOptions:
 
     num_draft_tokens: speculative K in [1, 64]; adaptive_draft: per-row K in [1, 2K] (+1 after a fully
         accepted round, -1 after a rejection). target: speculative target, None/"large",
-        "contrastive" or "proxy" (lossless w.r.t. the fused distribution).
+        "contrastive" or "proxy" (lossless w.r.t. the fused distribution). draft_stop: speculative
+        only, stop a row's drafting where System 1 is unsure of the token it just drafted:
+        ``"entropy:T"``, ``"max_prob:T"``, ``"margin:T"`` or ``"learned:PATH"`` (the router grammar;
+        methods/draft_stop.py); None = draft K every round.
     alpha, beta, preset: fusion parameters. contrastive: preset ``"fsgen"`` (default; alpha 0.1,
         beta 0.5), ``"obrien"``, or weights ``(w_l, w_s)``; proxy: alpha (default 1.0).
     mismatch_reference: proxy only, ``"small"`` (the small base model's argmax, FS-GEN, default) or
@@ -41,6 +45,7 @@ class MethodOptions:
     num_draft_tokens: int = 5
     adaptive_draft: bool = False
     target: str | None = None
+    draft_stop: str | None = None
     alpha: float | None = None
     beta: float | None = None
     preset: str | tuple | None = None
@@ -156,9 +161,12 @@ def method_config(models: dict, *, method, router, options: MethodOptions, trace
     if isinstance(bild_max_small, bool) or not isinstance(bild_max_small, numbers.Integral) or bild_max_small < 1:
         raise ValueError(f"bild_max_small={bild_max_small!r} must be an integer >= 1")
     check_trace_topk(trace_topk)
+    draft_stop = o.draft_stop
+    if draft_stop is not None and method != "speculative":
+        raise ValueError(f"draft_stop={draft_stop!r} is only used with method='speculative' (got method={method!r})")
     cfg = MethodConfig(method=method, router=rt, fuse=fuse, alpha=alpha, beta=beta, weights=weights,
                        num_draft_tokens=int(num_draft_tokens), adaptive_draft=bool(o.adaptive_draft),
-                       target=target, mismatch_reference=mismatch_reference or "small",
+                       target=target, draft_stop=parse_draft_stop(draft_stop), mismatch_reference=mismatch_reference or "small",
                        bild_rollback=float(bild_rollback), bild_max_small=int(bild_max_small),
                        trace_topk=int(trace_topk))
     return cfg

@@ -60,6 +60,8 @@ class TraceStep:
 TOPK_FIELDS = ("small_topk_probs", "small_topk_ids", "large_topk_probs", "large_topk_ids")
 # required columns: every trace has them
 TRACE_FIELDS = tuple(k for k in TraceStep.__dataclass_fields__ if k not in TOPK_FIELDS)
+# per speculative round (Trace.rounds)
+ROUND_FIELDS = ("drafted", "stop", "accepted")
 
 
 @dataclass
@@ -71,6 +73,16 @@ class Trace:
     """
 
     columns: dict[str, list] = field(default_factory=lambda: {k: [] for k in TRACE_FIELDS})
+    # speculative rounds, by column (``ROUND_FIELDS``): drafted length, why drafting stopped
+    # ("k" / "rule" / "eos", methods/draft_stop.py), accepted drafts; None for other methods
+    rounds: dict[str, list] | None = None
+
+    def add_round(self, drafted: int, stop: str, accepted: int) -> None:
+        """Record one speculative round (see ``rounds``)."""
+        if self.rounds is None:
+            self.rounds = {k: [] for k in ROUND_FIELDS}
+        for k, v in zip(ROUND_FIELDS, (int(drafted), str(stop), int(accepted))):
+            self.rounds[k].append(v)
 
     def append(self, step: TraceStep) -> None:
         n = len(self)
@@ -110,7 +122,10 @@ class Trace:
             yield self.step(i)
 
     def to_dict(self) -> dict[str, list]:
-        return {k: list(v) for k, v in self.columns.items()}
+        d = {k: list(v) for k, v in self.columns.items()}
+        if self.rounds is not None:
+            d["rounds"] = {k: list(v) for k, v in self.rounds.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, list]) -> "Trace":
@@ -123,7 +138,10 @@ class Trace:
         if bad:
             raise ValueError(f"trace columns {bad} must have one entry per token ({n}; [] for a step "
                              f"without data)")
-        return cls(cols)
+        rounds = d.get("rounds")
+        if rounds is not None:
+            rounds = {k: list(rounds.get(k, [])) for k in ROUND_FIELDS}
+        return cls(cols, rounds)
 
 
 @dataclass
@@ -133,6 +151,9 @@ class GenerationStats:
     total_tokens: tokens emitted. large_calls: steps where System 2 ran (speculative: verification
     rounds). mismatches: System-2 steps whose token differs from System 1's argmax (speculative:
     rejected drafts). draft_tokens / accepted_draft_tokens: speculative drafting counts.
+    draft_stops: speculative rounds whose drafting a ``draft_stop`` rule ended (System 1 unsure).
+    wasted_draft_tokens: draft-model tokens not emitted as accepted drafts: rejected drafts plus the
+    tokens a ``draft_stop`` rule fired on (computed, then discarded).
     wall_time_s, tokens_per_s: wall time of the generate call this output belongs to (shared by
     the batch) and this row's tokens over it.
     """
@@ -142,6 +163,8 @@ class GenerationStats:
     mismatches: int = 0
     draft_tokens: int = 0
     accepted_draft_tokens: int = 0
+    draft_stops: int = 0
+    wasted_draft_tokens: int = 0
     wall_time_s: float = 0.0
     tokens_per_s: float = 0.0
 

@@ -136,3 +136,103 @@ def analyze_uncertainty(samples: list[Sample], out_dir: str | None = None, echo:
         fig.suptitle("Small-model uncertainty at steps where the large model agrees vs disagrees")
         save_figure(fig, stem)
     return res
+
+
+# ----------------------------------------------------------------------------------------- draft_stop
+DRAFT_STOP_COLUMNS = ("statistic", "threshold", "tokens_per_cost", "accepted_per_drafted", "drafted_per_round")
+
+
+@dataclass
+class DraftStopChoice:
+    """The ``draft_stop`` rule that maximises expected tokens per unit cost (one large step = 1 unit,
+    one draft-model step = ``cost_ratio`` units), next to plain K drafting and the large model alone."""
+
+    rule: str | None           # "entropy:T" etc.; None: plain K drafting is best
+    tokens_per_cost: float
+    fixed_k_tokens_per_cost: float
+    accepted_per_drafted: float
+    num_draft_tokens: int
+    cost_ratio: float
+    table: list                # rows of DRAFT_STOP_COLUMNS
+
+    def line(self) -> str:
+        k = self.num_draft_tokens
+        if self.tokens_per_cost <= 1.0:
+            return (f"draft_stop: speculative decoding does not pay at K={k} and draft/target cost {self.cost_ratio:g} "
+                    f"(best {self.tokens_per_cost:.3f} tokens per large step, fixed K {self.fixed_k_tokens_per_cost:.3f}); "
+                    f"use method=large")
+        what = f"draft_stop={self.rule}" if self.rule else "no draft_stop (plain K)"
+        return (f"draft_stop: use {what} with K={k}: {self.tokens_per_cost:.3f} expected tokens per large-step "
+                f"cost at draft/target cost {self.cost_ratio:g} (fixed K: {self.fixed_k_tokens_per_cost:.3f}, "
+                f"large alone: 1), {self.accepted_per_drafted:.2f} accepted per drafted token")
+
+
+def simulate_draft_stop(seqs: list, stat: str | None, threshold: float | None, k: int,
+                        cost_ratio: float) -> tuple[int, float, int, int, int]:
+    """Greedy gated speculative decoding replayed on traces: ``seqs`` is a list of ``(values, mismatch)``
+    arrays in token order (System 1's ``stat`` and whether the large model disagreed at each token).
+    A round drafts while the rule does not fire (NaN fires, as routers do), up to ``k``; it emits the
+    leading matching drafts plus one large token and costs ``cost_ratio`` per draft step (including
+    the one the rule fired on) plus 1. Returns (tokens, cost, accepted, drafted, rounds). After a rejection
+    the trace's statistics stand in for the drafter's on its own (rejected) prefix, which changes only
+    the cost of the drafts after it."""
+    sign = STATS[stat][0] if stat else 0.0
+    tokens = cost = accepted = drafted = rounds = 0
+    for v, mism in seqs:
+        n = len(mism)
+        fire = np.zeros(n, bool) if stat is None else (~np.isfinite(v)) | (sign * v > sign * threshold)
+        i = 0
+        while i < n:
+            L = 0
+            while L < k and i + L < n and not fire[i + L]:
+                L += 1
+            fired = i + L < n and L < k and bool(fire[i + L])
+            a = 0
+            while a < L and not mism[i + a]:
+                a += 1
+            emitted = min(a + 1, n - i)
+            tokens += emitted
+            cost += cost_ratio * (L + fired) + 1.0
+            accepted += a
+            drafted += L
+            rounds += 1
+            i += emitted
+    return tokens, cost, accepted, drafted, rounds
+
+
+def recommend_draft_stop(samples: list[Sample], k: int, cost_ratio: float, grid: int = 40) -> DraftStopChoice:
+    """Search each statistic's thresholds (``grid`` quantiles of its observed values) for the rule with
+    the most expected tokens per unit cost (``simulate_draft_stop``). Use traces where System 1 and
+    the large model ran at every token (``--method oracle --router always``), so every step is labelled."""
+    if not 1 <= k:
+        raise ValueError(f"num_draft_tokens={k} must be >= 1")
+    if not cost_ratio > 0:
+        raise ValueError(f"draft cost ratio {cost_ratio} must be > 0 (time of one draft step / one large step)")
+    seqs = {s: [(getattr(x, s), np.asarray(x.mismatch, bool)) for x in samples] for s in STATS}
+    if not any(len(m) for _, m in seqs["entropy"]):
+        raise ValueError("no labelled steps in the traces; generate them with --method oracle --router always")
+    tok, cst, acc, dr, nr = simulate_draft_stop(seqs["entropy"], None, None, k, cost_ratio)
+    fixed = tok / cst
+    best = (fixed, None, acc / max(dr, 1))
+    table = [["none", float("nan"), fixed, acc / max(dr, 1), dr / max(nr, 1)]]
+    for stat in STATS:
+        vals = np.concatenate([v for v, _ in seqs[stat]])
+        vals = vals[np.isfinite(vals)]
+        for t in np.unique(np.quantile(vals, np.linspace(0.0, 1.0, grid + 1))):
+            tok, cst, acc, dr, nr = simulate_draft_stop(seqs[stat], stat, float(t), k, cost_ratio)
+            table.append([stat, float(t), tok / cst, acc / max(dr, 1), dr / max(nr, 1)])
+            if tok / cst > best[0] + 1e-12:
+                best = (tok / cst, f"{STATS[stat][1]}:{float(t):.4g}", acc / max(dr, 1))
+    return DraftStopChoice(best[1], best[0], fixed, best[2], k, cost_ratio, table)
+
+
+def write_draft_stop(samples: list[Sample], k: int, cost_ratio: float, out_dir: str | None = None,
+                     echo: bool = False) -> DraftStopChoice:
+    """``recommend_draft_stop`` plus, with ``out_dir``, its search as draft_stop.md / .csv."""
+    from .report import write_table
+
+    choice = recommend_draft_stop(samples, k, cost_ratio)
+    if out_dir:
+        write_table(os.path.join(out_dir, "draft_stop"), f"Expected tokens per large-step cost, K={k}, draft/target "
+                    f"cost {cost_ratio:g} (simulated on the traces)", DRAFT_STOP_COLUMNS, choice.table, echo=echo)
+    return choice

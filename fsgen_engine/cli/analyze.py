@@ -23,7 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     common(sub.add_parser("collab", help="collaboration frequency, large-call ratio, mismatch ratio"))
     common(sub.add_parser("position", help="relative position of mismatches in 10%% bins (heatmap)"))
-    common(sub.add_parser("uncertainty", help="entropy / max prob / margin at match vs mismatch, ROC AUC"), by=False)
+    p = sub.add_parser("uncertainty", help="entropy / max prob / margin at match vs mismatch, ROC AUC; the "
+                                            "speculative draft_stop threshold with the most tokens per unit cost")
+    common(p, by=False)
+    p.add_argument("--draft-cost", type=float, default=None, metavar="R",
+                   help="also recommend a speculative draft_stop rule: R = time of one draft-model step / one "
+                        "large-model step, measured on your hardware (bench/e2e/run_draft_stop.py prints it)")
+    p.add_argument("--num-draft", type=int, default=5, metavar="K", help="speculative K for --draft-cost (default 5)")
     p = sub.add_parser("scaling-law", help="fit CF = b - a * r**(-alpha), r = N_large / N_small")
     p.add_argument("files", nargs="+", metavar="ROWS",
                    help="CSV with large_params,small_params,cf; a JSON list of such objects; or trace files "
@@ -58,6 +64,10 @@ def run(args) -> int:
 
             res = analyze_uncertainty(samples, args.out)
             print(res.recommendation())
+            if args.draft_cost is not None:
+                from fsgen_engine.analysis.uncertainty import write_draft_stop
+
+                print(write_draft_stop(samples, args.num_draft, args.draft_cost, args.out).line())
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"fsgen analyze {which}: error: {exc}", file=sys.stderr)
         return 1

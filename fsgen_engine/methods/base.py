@@ -33,6 +33,7 @@ class MethodConfig:
     num_draft_tokens: int = 5
     adaptive_draft: bool = False
     target: str | None = None             # speculative: None (large) | "contrastive" | "proxy"
+    draft_stop: object = None             # speculative: None | a routers.Router (methods/draft_stop.py)
     mismatch_reference: str = "small"     # proxy: "small" (base argmax, FS-GEN) | "small_ft"
     bild_rollback: float = 5.0
     bild_max_small: int = 10
@@ -54,6 +55,10 @@ class StepResult:
     rollback: BiLD: the generated tokens from this index on are dropped first, and the first emitted
         token keeps the dropped one's System-1 data.
     large_calls, mismatches, drafted, accepted: what the step adds to the row's ``GenerationStats``.
+    wasted: speculative: draft-model tokens of the round not emitted as accepted drafts (rejected
+        drafts plus the token a ``draft_stop`` rule fired on). draft_stop: speculative: why the
+        round's drafting stopped, ``"k"`` / ``"rule"`` / ``"eos"`` (methods/draft_stop.py); the
+        tracer records ``(drafted, draft_stop, accepted)`` per round in ``Trace.rounds``.
     """
 
     tokens: list
@@ -67,6 +72,8 @@ class StepResult:
     mismatches: int = 0
     drafted: int = 0
     accepted: int = 0
+    wasted: int = 0
+    draft_stop: str | None = None
 
 
 class Method:

@@ -9,6 +9,10 @@ fully accepted round, -1 after a rejection, within [1, 2K]. Counts: large_calls 
 mismatches = rounds with a rejected draft, draft_tokens / accepted_draft_tokens.
 One host sync per round (tokens, acceptance, trace statistics together; with ``trace_topk`` also the
 drafter's top-K at each draft position and the large model's own top-K at the K+1 verified ones).
+
+``draft_stop`` (methods/draft_stop.py): each row drafts only while System 1 is sure, up to its K;
+the round is ``Speculative._gated_step`` (ragged per-row draft lengths, ``verify``'s ``num_draft``).
+Without it the round is exactly the fixed / adaptive K round above.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import torch
 
 from fsgen_engine import ops
 from fsgen_engine.methods.base import Method, StepResult, stack_topk, topk_rows
+from fsgen_engine.methods.draft_stop import parse_draft_stop
 from fsgen_engine.runtime.executor import to_host
 
 # KV slots a row may need past its tokens beyond the kmax drafts of a round (slack; see engine.py)
@@ -33,11 +38,20 @@ class Speculative(Method):
         self.kmax = 2 * self.K if cfg.adaptive_draft else self.K
         self.lookahead = self.kmax + LOOKAHEAD_SLACK
         self.k: dict[int, int] = {}   # seq_id -> the row's current K (adaptive)
+        self.gate = parse_draft_stop(cfg.draft_stop)
+        self.eos = tuple(int(e) for e in cfg.extra.get("eos_ids", ()))
 
     def start_row(self, row):
         self.k[row.seq_id] = self.K
 
     def step(self, rows):
+        if self.gate is not None:
+            from fsgen_engine.methods.gated import gated_step
+
+            return gated_step(self, rows)
+        return self._fixed_step(rows)
+
+    def _fixed_step(self, rows):
         run, samp = self.runner, self.sampler
         B = len(rows)
         ks = [self.k[r.seq_id] for r in rows]
@@ -96,7 +110,8 @@ class Speculative(Method):
             out.append(StepResult(tokens=[*h_d[b, :a], h_nx[b]], source=["draft"] * a + ["large"],
                                   small=h_st[b, :a + 1], large_argmax=h_la[b, :a + 1],
                                   small_topk=topk_rows(h_ts, b, a + 1), large_topk=topk_rows(h_tl, b, a + 1),
-                                  large_calls=1, mismatches=int(a < k), drafted=k, accepted=a))
+                                  large_calls=1, mismatches=int(a < k), drafted=k, accepted=a,
+                                  wasted=k - a, draft_stop="k"))
             valid.append(len(r.tokens) + a)
             if self.cfg.adaptive_draft:
                 self.k[r.seq_id] = min(k + 1, self.kmax) if a == k else max(k - 1, 1)

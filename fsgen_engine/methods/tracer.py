@@ -40,6 +40,10 @@ class Tracer:
             st.mismatches += res.mismatches
             st.draft_tokens += res.drafted
             st.accepted_draft_tokens += res.accepted
+            st.wasted_draft_tokens += res.wasted
+            if res.draft_stop is not None:
+                st.draft_stops += res.draft_stop == "rule"
+                r.trace.add_round(res.drafted, res.draft_stop, res.accepted)
             replaced = None
             if res.rollback is not None:
                 replaced = r.trace.step(res.rollback)
