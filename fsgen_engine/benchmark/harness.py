@@ -254,8 +254,10 @@ class PairRunner:
 
 
 def _parse_method(label: str) -> dict:
-    """``method`` or ``method@router`` (e.g. ``oracle@entropy:1.0``)."""
+    """``method`` or ``method@router`` (e.g. ``oracle@entropy:1.0``; ``speculative@draft_stop=entropy:1.0``)."""
     method, _, router = label.partition("@")
+    if router.startswith("draft_stop="):
+        return dict(method=method, draft_stop=router.partition("=")[2])
     return dict(method=method, router=router) if router else dict(method=method)
 
 

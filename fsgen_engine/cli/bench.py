@@ -18,6 +18,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--methods", nargs="*", default=None, metavar="M",
                         help="engine methods (label or method@router); default: large small speculative oracle "
                              "oracle@max_prob:0.5 contrastive bild; give none to measure only the baselines")
+    parser.add_argument("--draft-stop", nargs="+", default=[], metavar="RULE",
+                        help="add speculative rows with these draft_stop rules (entropy:T, max_prob:T, margin:T, "
+                             "learned:PATH), labelled speculative@draft_stop=RULE")
     parser.add_argument("--baselines", nargs="*", default=["hf", "hf-assisted"], choices=["hf", "hf-assisted"])
     parser.add_argument("--hf-cache", default="static", choices=["static", "dynamic"],
                         help="HF generate KV cache (static falls back to dynamic with a note)")
@@ -44,7 +47,8 @@ def run(args) -> int:
             return 2
     s = Settings(batch_sizes=args.batch_sizes, max_new_tokens=args.max_new_tokens, runs=args.runs,
                  warmup=args.warmup, prompt_len=args.prompt_len, early_exit=args.early_exit,
-                 methods=list(DEFAULT_METHODS) if args.methods is None else args.methods, device=args.device,
+                 methods=(list(DEFAULT_METHODS) if args.methods is None else args.methods)
+                 + [f"speculative@draft_stop={r}" for r in args.draft_stop], device=args.device,
                  dtype=args.dtype, hf_cache=args.hf_cache, baselines=args.baselines, seed=args.seed,
                  cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs])
     dev, _ = resolve_device_dtype(s.device, s.dtype)

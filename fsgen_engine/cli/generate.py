@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--router", default="always",
                    help="when System 2 is called: always, never, max_prob:T, margin:T, entropy:T, learned:ROUTER.json")
     c.add_argument("--num-draft-tokens", type=int, default=None, help="speculative draft length K (default 5)")
+    c.add_argument("--draft-stop", default=None, metavar="RULE",
+                   help="speculative: a row stops drafting where System 1 is unsure of its draft: entropy:T, "
+                        "max_prob:T, margin:T or learned:ROUTER.json (default: always draft K)")
     c.add_argument("--alpha", type=float, default=None,
                    help="contrastive plausibility cutoff (default 0.1) or proxy strength (default 1.0)")
     c.add_argument("--beta", type=float, default=None, help="contrastive weight (default 0.5)")
@@ -114,7 +117,7 @@ def check_out_path(path: str | None, option: str = "--out") -> None:
 def gen_kwargs(args, router=None) -> dict:
     kw = {"method": args.method, "router": args.router if router is None else router,
           "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed, "chat": args.chat}
-    for k in ("top_k", "top_p", "min_p", "num_draft_tokens", "alpha", "beta", "preset", "stop"):
+    for k in ("top_k", "top_p", "min_p", "num_draft_tokens", "draft_stop", "alpha", "beta", "preset", "stop"):
         v = getattr(args, k)
         if v is not None:
             kw[k] = v

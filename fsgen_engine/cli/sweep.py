@@ -15,6 +15,10 @@ def add_arguments(parser) -> None:
                         help="router specs, thresholds comma-separated: max_prob:0.3,0.5,0.7 margin:0.1,0.2 "
                              "entropy:1,2 learned:PATH always")
     parser.add_argument("--methods", default="oracle,contrastive", help="comma-separated methods")
+    parser.add_argument("--draft-stops", nargs="+", default=[], metavar="RULE",
+                        help="also run speculative decoding (--num-draft-tokens K) with plain K and with each "
+                             "draft_stop rule, thresholds comma-separated: entropy:0.5,1,2 max_prob:0.5 (one pair, "
+                             "without --ray)")
     p = parser.add_argument_group("several model pairs (instead of --large/--small)")
     p.add_argument("--pair", nargs=2, action="append", metavar=("LARGE", "SMALL"),
                    help="a model pair; repeat for several")
@@ -49,6 +53,7 @@ def run(args) -> int:
 
     try:
         routers = parse_routers(args.routers)
+        draft_stops = parse_routers(args.draft_stops)
         methods = parse_methods(args.methods)
         pairs = _pairs(args)
         if len(pairs) == 1:  # one --pair is the same run as --large/--small
@@ -62,9 +67,11 @@ def run(args) -> int:
         if cfg.dataset == "mtbench":
             raise ValueError("--dataset mtbench has no accuracy (generation only); sweep a scored data set")
         if len(pairs) == 1 and args.ray is None:  # one pair in this process, as always
-            run_sweep(build_engine(args), cfg, methods, routers, args.out)
+            run_sweep(build_engine(args), cfg, methods, routers, args.out, draft_stops=draft_stops)
             failures = []
         else:
+            if draft_stops:
+                raise ValueError("--draft-stops runs one pair in this process: drop --ray / the extra pairs")
             _, failures = run_sweep_jobs(pairs, cfg, methods, routers, args.out, engine_kwargs(args),
                                          ray_address=args.ray, use_ray=args.ray is not None,
                                          retries=args.ray_retries, cpus_per_job=args.ray_cpus_per_job)

@@ -47,19 +47,28 @@ def parse_methods(spec: str | list[str]) -> list[str]:
 
 
 def run_sweep(engine, base_cfg, methods: list[str], routers: list[str], out_dir: str | None = None,
-              *, echo: bool = True) -> list[dict]:
-    """Run baselines + every (method, router); returns one summary dict per run."""
+              *, echo: bool = True, draft_stops: list[str] = ()) -> list[dict]:
+    """Run baselines + every (method, router); returns one summary dict per run. ``draft_stops``
+    (``parse_routers`` form, e.g. ``entropy:1.0``) adds speculative decoding with plain K and with each
+    ``draft_stop`` rule (its row's ``router`` is the rule, ``draft_stop`` set)."""
     from .runner import run_eval
 
     if base_cfg.dataset == "mtbench":
         raise ValueError("--dataset mtbench has no accuracy (generation only); sweep a scored data set")
     runs = [("large", "always"), ("small", "never")] + [(m, r) for m in methods for r in routers]
+    if draft_stops:
+        runs += [("speculative", "never")] + [("speculative", f"draft_stop={d}") for d in draft_stops]
     rows = []
     for method, router in runs:
         cfg = copy.deepcopy(base_cfg)
         cfg.method, cfg.router = method, router
+        stop = router.partition("draft_stop=")[2] or None
+        if stop:
+            cfg.router, cfg.gen_kwargs = "always", {**cfg.gen_kwargs, "draft_stop": stop}
         sub = os.path.join(out_dir, f"{method}_{router.replace(':', '_').replace('/', '_')}") if out_dir else None
         rows.append(run_eval(engine, cfg, sub, echo=False))
+        if stop:
+            rows[-1].update(router=stop, draft_stop=stop)
         if echo:
             r = rows[-1]
             print(f"[sweep] {method:>12s} {router:<20s} acc={_f(r['accuracy'])} "
