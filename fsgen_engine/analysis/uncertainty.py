@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fsgen_engine.methods.draft_stop import MAX_SKIP_ROUNDS
+
 from .samples import Sample
 
 # statistic -> (sign applied to get "higher = mismatch", router name, router fires when)
@@ -173,7 +175,9 @@ def simulate_draft_stop(seqs: list, stat: str | None, threshold: float | None, k
     arrays in token order (System 1's ``stat`` and whether the large model disagreed at each token).
     A round drafts while the rule does not fire (NaN fires, as routers do), up to ``k``; it emits the
     leading matching drafts plus one large token and costs ``cost_ratio`` per draft step (including
-    the one the rule fired on) plus 1. Returns (tokens, cost, accepted, drafted, rounds). After a rejection
+    the one the rule fired on) plus 1. A rule firing on the first draft makes the next 1, 2, 4, ...
+    (up to ``MAX_SKIP_ROUNDS``) rounds plain large steps (cost 1), as the engine backs off
+    (methods/draft_stop.py). Returns (tokens, cost, accepted, drafted, rounds). After a rejection
     the trace's statistics stand in for the drafter's on its own (rejected) prefix, which changes only
     the cost of the drafts after it."""
     sign = STATS[stat][0] if stat else 0.0
@@ -181,12 +185,20 @@ def simulate_draft_stop(seqs: list, stat: str | None, threshold: float | None, k
     for v, mism in seqs:
         n = len(mism)
         fire = np.zeros(n, bool) if stat is None else (~np.isfinite(v)) | (sign * v > sign * threshold)
-        i = 0
+        i, skip_left, next_skip = 0, 0, 1
         while i < n:
+            if skip_left > 0:
+                skip_left -= 1
+                tokens, cost, rounds, i = tokens + 1, cost + 1.0, rounds + 1, i + 1
+                continue
             L = 0
             while L < k and i + L < n and not fire[i + L]:
                 L += 1
             fired = i + L < n and L < k and bool(fire[i + L])
+            if fired and L == 0:
+                skip_left, next_skip = next_skip, min(2 * next_skip, MAX_SKIP_ROUNDS)
+            else:
+                next_skip = 1
             a = 0
             while a < L and not mism[i + a]:
                 a += 1

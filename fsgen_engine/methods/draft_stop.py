@@ -8,8 +8,10 @@ round drafts ``j`` tokens (0: the verification pass is one plain large-model ste
 
 Stop reasons (``StepResult.draft_stop``, the trace's ``rounds``): ``"rule"`` (the rule fired),
 ``"k"`` (the row's K reached), ``"eos"`` (an end-of-sequence token was drafted: drafting past it is
-wasted). The decision depends only on the drafter's own state, so greedy verification still returns
-the large model's greedy tokens and rejection sampling stays lossless.
+wasted), ``"skip"`` (the row is backing off after a rule fire on its first draft, ``MAX_SKIP_ROUNDS``;
+the drafter did not run). Every decision depends only on the drafter's own state (its statistics now
+and its past stop reasons), never on the target's tokens, so greedy verification still returns the
+large model's greedy tokens and rejection sampling stays lossless.
 
 Host reads. On CPU a tensor read is not a device sync, so the draft loop reads which rows still draft
 after each token: stopped rows leave the draft batch and the loop ends when none is left. On CUDA the
@@ -23,8 +25,13 @@ import torch
 
 from fsgen_engine.routers import Router, parse_router
 
-STOP_K, STOP_RULE, STOP_EOS = 0, 1, 2
-STOP_NAMES = ("k", "rule", "eos")
+STOP_K, STOP_RULE, STOP_EOS, STOP_SKIP = 0, 1, 2, 3
+STOP_NAMES = ("k", "rule", "eos", "skip")
+# Back-off after a round whose rule fired on the first draft (target = the large model only): the row
+# skips the drafter for the next s rounds (plain large steps), s = 1, 2, 4, ... up to this, reset to 1
+# by a round that drafts. Where System 1 is unsure for long stretches the drafter step whose only use
+# is to fire the rule stops being paid on every token, so the round cost tends to one large step.
+MAX_SKIP_ROUNDS = 8
 DRAFT_STOP_FORMS = "entropy:T, max_prob:T, margin:T, learned:PATH (or never / always)"
 
 

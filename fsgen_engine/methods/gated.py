@@ -25,7 +25,8 @@ import torch
 
 from fsgen_engine import ops
 from fsgen_engine.methods.base import StepResult, topk_rows
-from fsgen_engine.methods.draft_stop import STOP_EOS, STOP_K, STOP_NAMES, STOP_RULE, AlivePoll
+from fsgen_engine.methods.draft_stop import (MAX_SKIP_ROUNDS, STOP_EOS, STOP_K, STOP_NAMES, STOP_RULE, STOP_SKIP,
+                                             AlivePoll)
 from fsgen_engine.runtime.executor import to_host
 
 
@@ -58,13 +59,15 @@ def gated_step(m, rows: list) -> list[StepResult]:
     poll = None if exact else AlivePoll(dev)
     kcap = run.tensor(ks)
     eos = run.tensor(list(m.eos)) if m.eos else None
-    alive = torch.ones(B, dtype=torch.bool, device=dev)
+    # rows backing off skip the drafter this round (host state; fused targets need the drafter's logits)
+    skip = [fused is False and m.skip.get(r.seq_id, 0) > 0 for r in rows]
+    alive = run.tensor([not x for x in skip], dtype=torch.bool)
     length = torch.zeros(B, dtype=torch.int64, device=dev)
-    why = torch.full((B,), STOP_K, dtype=torch.int64, device=dev)
+    why = run.tensor([STOP_SKIP if x else STOP_K for x in skip])
     drafts = torch.zeros((B, K), dtype=torch.int64, device=dev)
     stats = Z = Q = TP = TI = None     # [B, K(+1), ...] per-position buffers, filled as rows draft
     idx, live_rows, D = None, list(range(B)), 0
-    for j in range(K):
+    for j in range(0 if all(skip) else K):
         if exact:
             live_rows = torch.nonzero(alive).flatten().tolist()
             if not live_rows:
@@ -105,8 +108,8 @@ def gated_step(m, rows: list) -> list[StepResult]:
         D = j + 1
         if poll is not None:
             poll.push(alive)
-    if exact:
-        lens = length.tolist()
+    if exact or D == 0:
+        lens = length.tolist() if exact else [0] * B
         Dv = max(lens)                       # verified draft positions (CPU: ragged, as drafted)
         counts = lens
     else:
@@ -123,7 +126,7 @@ def gated_step(m, rows: list) -> list[StepResult]:
         else:   # every row ran all D steps, so positions < D hold each row's own logits; add position D
             z = run.extend(m.drafter, rows, tail=drafts[:, D - 1:D])[:, 0]
             Z = _put(Z, D, None, z, (B, K + 1))
-    if Dv == 0:   # CPU, no row drafted: one plain large step (the target at position 0)
+    if Dv == 0:   # no row drafted (CPU) or every row skipped: one plain large step (the target at position 0)
         zl = run.extend("large", rows)[:, :1]
         target = _target(m, rows, zl, None if not fused else Z[:, :1], drafts[:, :0], None)
         nxt = samp.choose(target[:, 0])
@@ -157,7 +160,15 @@ def gated_step(m, rows: list) -> list[StepResult]:
                               drafted=L, accepted=a, wasted=L - a + int(reason == STOP_RULE),
                               draft_stop=STOP_NAMES[reason]))
         valid.append(len(r.tokens) + a)
-        if m.cfg.adaptive_draft:
+        sid = r.seq_id
+        if reason == STOP_SKIP:
+            m.skip[sid] -= 1
+        elif reason == STOP_RULE and L == 0 and not fused:
+            m.skip[sid] = m.backoff.get(sid, 1)
+            m.backoff[sid] = min(2 * m.skip[sid], MAX_SKIP_ROUNDS)
+        else:
+            m.backoff[sid] = 1
+        if m.cfg.adaptive_draft and reason != STOP_SKIP:
             k = ks[b]
             if a < L:
                 m.k[r.seq_id] = max(k - 1, 1)

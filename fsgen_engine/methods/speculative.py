@@ -40,6 +40,8 @@ class Speculative(Method):
         self.k: dict[int, int] = {}   # seq_id -> the row's current K (adaptive)
         self.gate = parse_draft_stop(cfg.draft_stop)
         self.eos = tuple(int(e) for e in cfg.extra.get("eos_ids", ()))
+        self.skip: dict[int, int] = {}      # draft_stop back-off: seq_id -> rounds left without drafting
+        self.backoff: dict[int, int] = {}   # seq_id -> the next back-off length
 
     def start_row(self, row):
         self.k[row.seq_id] = self.K

@@ -25,6 +25,9 @@ def test_simulation_by_hand():
     s2 = [seq([0.9, float("nan"), 0.9], [0, 0, 0])]
     # round 1: 1 draft + the NaN step (cost 3), emits 2; round 2: the last token drafted (cost 2)
     assert simulate_draft_stop(s2, "max_prob", 0.5, 3, 1.0) == (3, 5.0, 2, 2, 2)
+    # a fire on the first draft backs off: 1 round, then 2 rounds of plain large steps (cost 1 each)
+    s3 = [seq([5.0, 5.0, 5.0, 0.1], [0, 0, 0, 0])]
+    assert simulate_draft_stop(s3, "entropy", 1.0, 2, 0.5) == (4, 5.0, 0, 0, 4)
 
 
 def sample(ent, mism):
