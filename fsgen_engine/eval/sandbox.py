@@ -104,9 +104,21 @@ def run_sandboxed(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, 
     reason = isolation_error()
     if reason is not None:
         raise SandboxUnavailableError(unavailable_message(reason))
-    res = _run_isolated(code, timeout_s, memory_mb, max_file_mb, max_procs, tmp_mb)
+    res = _run_isolated_retrying(code, timeout_s, memory_mb, max_file_mb, max_procs, tmp_mb)
     if isinstance(res, str):
         raise SandboxUnavailableError(unavailable_message(res))
+    return res
+
+
+def _run_isolated_retrying(*args, attempts: int = 6) -> SandboxResult | str:
+    """``_run_isolated``, retried when the set-up failed with EAGAIN: sandboxes all run as one uid, and a
+    sandbox still being torn down (a fork bomb's processes being reaped) can hold that uid's process
+    count for a moment. Any other failure is final."""
+    for i in range(attempts):
+        res = _run_isolated(*args)
+        if not (isinstance(res, str) and res.startswith("BlockingIOError")):
+            return res
+        time.sleep(0.05 * 2 ** i)
     return res
 
 
@@ -121,7 +133,7 @@ def unavailable_message(reason: str) -> str:
 @lru_cache(maxsize=None)
 def isolation_error() -> str | None:
     """None when the isolation works on this machine, else why not (probed once per process)."""
-    res = _run_isolated("pass", 30.0, 256, 1, 4, 1)
+    res = _run_isolated_retrying("pass", 30.0, 256, 1, 4, 1)
     if isinstance(res, str):
         return res
     if not res.passed:

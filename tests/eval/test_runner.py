@@ -89,6 +89,7 @@ def test_gsm8k_eval_writes_everything(gsm, tmp_path):
         assert collab_stats(load_samples([out / f])).cf_token == pytest.approx(12 / 96)
 
 
+@pytest.mark.xdist_group("sandbox")   # runs MBPP code in the sandbox: beside tests/eval/test_sandbox.py
 def test_mmlu_and_math_and_mbpp(tmp_path):
     mm = _write(tmp_path / "m.jsonl", [{"question": "q", "subject": "s", "choices": ["a", "b"], "answer": 1}] * 2)
     s = run_eval(FakeEngine(lambda p: "The answer is (B)"), EvalConfig("mmlu_stem", mm), echo=False)

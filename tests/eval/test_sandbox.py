@@ -21,6 +21,10 @@ import pytest
 from fsgen_engine.eval import sandbox
 from fsgen_engine.eval.sandbox import SandboxUnavailableError, check_mbpp, run_sandboxed
 
+# Sandboxes run as one uid (nobody), whose process limit they share: a fork bomb in one would starve
+# a sandbox set up beside it (EAGAIN). One xdist worker runs them all (scripts/test.sh: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("sandbox")
+
 SOLUTION = "def add(a, b):\n    return a + b\n"
 TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
 
