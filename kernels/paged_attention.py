@@ -175,8 +175,10 @@ def paged_attention_triton(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     # checks every case under the pinned and the lowest supported Triton). 16-bit inputs: 64 keys, 4 warps.
     # fp32 (IEEE, no tensor cores) holds more per thread: tiles of more than 16 rows (multi-query) take 32 keys
     # and 8 warps (4 warps spill at head dims 64-128 under Triton 3.6); 16-row tiles (decode, short
-    # verification without GQA) keep 64 keys and 4 warps, which fit (32 keys there spill).
-    wide_fp32 = on_gpu and q.dtype == torch.float32 and rows > 16
+    # verification without GQA) keep 64 keys and 4 warps, which fit (32 keys there spill), except single-query
+    # decode at a padded head dim (D=80: 7.6 KB spilled under Triton 3.6 with 4 warps).
+    padded_d = D != triton.next_power_of_2(D)
+    wide_fp32 = on_gpu and q.dtype == torch.float32 and (rows > 16 or (block_m == 1 and padded_d))
     num_warps = 8 if wide_fp32 else 4
     if block_n is None:
         block_n = (32 if wide_fp32 else 64) if on_gpu else 16
