@@ -14,6 +14,21 @@ import triton.language as tl
 
 
 @triton.jit
+def _fuse_chunk(lrow, srow, frow, orow, offs, inb, w_l, w_s, w_f, thr, USE_MASK: tl.constexpr, HAS_FT: tl.constexpr):
+    """Write ``w_l*large + w_s*small + w_f*small_ft`` for the columns ``offs``, masked below ``thr``."""
+    l = tl.load(lrow + offs, mask=inb, other=0.0).to(tl.float32)
+    s = tl.load(srow + offs, mask=inb, other=0.0).to(tl.float32)
+    # a zero weight drops its input, so -inf there cannot become 0 * -inf = NaN
+    acc = tl.where(w_l != 0.0, w_l * l, 0.0) + tl.where(w_s != 0.0, w_s * s, 0.0)
+    if HAS_FT:
+        f = tl.load(frow + offs, mask=inb, other=0.0).to(tl.float32)
+        acc += tl.where(w_f != 0.0, w_f * f, 0.0)
+    if USE_MASK:
+        acc = tl.where(l < thr, float("-inf"), acc)
+    tl.store(orow + offs, acc, mask=inb)
+
+
+@triton.jit
 def _fuse_logits_kernel(l_ptr, s_ptr, f_ptr, out_ptr, stride_l, stride_s, stride_f, V, w_l, w_s, w_f, log_alpha,
                         USE_MASK: tl.constexpr, HAS_FT: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
@@ -33,16 +48,7 @@ def _fuse_logits_kernel(l_ptr, s_ptr, f_ptr, out_ptr, stride_l, stride_s, stride
     for start in range(0, V, BLOCK):
         offs = start + lanes
         inb = offs < V
-        l = tl.load(lrow + offs, mask=inb, other=0.0).to(tl.float32)
-        s = tl.load(srow + offs, mask=inb, other=0.0).to(tl.float32)
-        # a zero weight drops its input, so -inf there cannot become 0 * -inf = NaN
-        acc = tl.where(w_l != 0.0, w_l * l, 0.0) + tl.where(w_s != 0.0, w_s * s, 0.0)
-        if HAS_FT:
-            f = tl.load(f_ptr + row * stride_f + offs, mask=inb, other=0.0).to(tl.float32)
-            acc += tl.where(w_f != 0.0, w_f * f, 0.0)
-        if USE_MASK:
-            acc = tl.where(l < thr, NEG, acc)
-        tl.store(orow + offs, acc, mask=inb)
+        _fuse_chunk(lrow, srow, f_ptr + row * stride_f, orow, offs, inb, w_l, w_s, w_f, thr, USE_MASK, HAS_FT)
 
 
 @triton.jit
@@ -79,15 +85,8 @@ def _split_fuse_kernel(l_ptr, s_ptr, f_ptr, out_ptr, stride_l, stride_s, stride_
     for start in range(lo, hi, BLOCK):
         offs = start + lanes
         inb = offs < hi
-        l = tl.load(l_ptr + r64 * stride_l + offs, mask=inb, other=0.0).to(tl.float32)
-        s = tl.load(s_ptr + r64 * stride_s + offs, mask=inb, other=0.0).to(tl.float32)
-        acc = tl.where(w_l != 0.0, w_l * l, 0.0) + tl.where(w_s != 0.0, w_s * s, 0.0)
-        if HAS_FT:
-            f = tl.load(f_ptr + r64 * stride_f + offs, mask=inb, other=0.0).to(tl.float32)
-            acc += tl.where(w_f != 0.0, w_f * f, 0.0)
-        if USE_MASK:
-            acc = tl.where(l < thr, NEG, acc)
-        tl.store(out_ptr + r64 * V + offs, acc, mask=inb)
+        _fuse_chunk(l_ptr + r64 * stride_l, s_ptr + r64 * stride_s, f_ptr + r64 * stride_f, out_ptr + r64 * V, offs,
+                    inb, w_l, w_s, w_f, thr, USE_MASK, HAS_FT)
 
 
 def fuse_logits_triton(large: torch.Tensor, small: torch.Tensor, small_ft: torch.Tensor | None, w_l: float,

@@ -13,27 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-NEG = float("-inf")
-
-
-@triton.jit
-def _fold_lanes(m, t2, s0, s1, idx, nan_idx, V):
-    """Merge lane states (vectors) into one: (M, second, S0, S1 about M, first argmax, first NaN).
-    S0/S1 are NaN/inf only for rows whose statistics are undefined anyway (an inf maximum)."""
-    NEG_: tl.constexpr = float("-inf")
-    M = tl.max(m, axis=0)
-    first_nan = tl.min(nan_idx, axis=0)
-    best = tl.min(tl.where(m == M, idx, V), axis=0)
-    winner = (m == M) & (idx == best)
-    second = tl.maximum(tl.max(t2, axis=0), tl.max(tl.where(winner, NEG_, m), axis=0))
-    finite = (M > NEG_) & (M < float("inf"))
-    Ms = tl.where(finite, M, 0.0)
-    live = m > NEG_
-    dl = tl.where(live, m, 0.0) - tl.where(live, Ms, 0.0)
-    sc = tl.where(live, tl.exp(dl), 0.0)
-    S0 = tl.sum(s0 * sc, axis=0)
-    S1 = tl.sum(tl.where(live, (s1 + dl * s0) * sc, 0.0), axis=0)
-    return M, second, S0, S1, best, first_nan
+from fsgen_engine.kernels.token_stats import _fold_chunk, _fold_lanes, _write_stats
 
 
 @triton.jit
@@ -53,25 +33,8 @@ def _split_stage1(x_ptr, stride_row, V, CH, ws_ptr, wi_ptr, B, S, BLOCK: tl.cons
     hi = tl.minimum(lo + CH, V)
     for start in range(lo, hi, BLOCK):
         offs = start + lanes
-        inb = offs < hi
-        x = tl.load(base + offs, mask=inb, other=NEG_).to(tl.float32)
-        isnan = x != x
-        nan_idx = tl.minimum(nan_idx, tl.where(isnan, offs, V))
-        xs = tl.where(isnan, NEG_, x)
-        t2 = tl.maximum(t2, tl.minimum(m, xs))
-        new_m = tl.maximum(m, xs)
-        idx = tl.where(xs > m, offs, idx)
-        live = m > NEG_
-        delta = tl.where(live, m, 0.0) - tl.where(live, new_m, 0.0)
-        scale = tl.exp(delta)
-        s1 = tl.where(live, (s1 + delta * s0) * scale, 0.0)
-        s0 = tl.where(live, s0 * scale, 0.0)
-        has = xs > NEG_
-        d = tl.where(has, xs, 0.0) - tl.where(has, new_m, 0.0)
-        e = tl.where(has, tl.exp(d), 0.0)
-        s0 += e
-        s1 += e * d
-        m = new_m
+        x = tl.load(base + offs, mask=offs < hi, other=NEG_).to(tl.float32)
+        m, t2, s0, s1, idx, nan_idx = _fold_chunk(m, t2, s0, s1, idx, nan_idx, x, offs, V)
     M, second, S0, S1, best, first_nan = _fold_lanes(m, t2, s0, s1, idx, nan_idx, V)
     k = row * S + sp
     n = B * S
@@ -98,24 +61,7 @@ def _split_stage2(ws_ptr, wi_ptr, V, out_ptr, arg_ptr, B, S, SMAX: tl.constexpr)
     idx = tl.load(wi_ptr + k, mask=ok, other=V)
     nan_idx = tl.load(wi_ptr + n + k, mask=ok, other=V)
     M, second, S0, S1, best, first_nan = _fold_lanes(m, t2, s0, s1, idx, nan_idx, V)
-    best = tl.where(best >= V, 0, best)  # all -inf: index 0
-    finite = (M > NEG_) & (M < float("inf"))
-    Ms = tl.where(finite, M, 0.0)
-    S0 = tl.where(finite, S0, 1.0)
-    log_s0 = tl.log(S0)
-    lse = M + log_s0
-    max_prob = 1.0 / S0
-    entropy = tl.maximum(log_s0 - S1 / S0, 0.0)
-    margin = (1.0 - tl.exp(tl.where(finite & (second > NEG_), second, Ms) - Ms)) / S0
-    margin = tl.where(second > NEG_, margin, max_prob)
-    has_nan = first_nan < V
-    bad = has_nan | (~finite)
-    nan = float("nan")
-    tl.store(out_ptr + row, tl.where(bad, nan, entropy))
-    tl.store(out_ptr + B + row, tl.where(bad, nan, max_prob))
-    tl.store(out_ptr + 2 * B + row, tl.where(bad, nan, margin))
-    tl.store(out_ptr + 3 * B + row, tl.where(has_nan, nan, tl.where(finite, lse, M)))
-    tl.store(arg_ptr + row, tl.where(has_nan, first_nan, best).to(tl.int64))
+    _write_stats(M, second, S0, S1, best, first_nan, V, out_ptr, arg_ptr, B, row)
 
 
 def num_splits(batch: int, vocab: int, block: int, programs: int) -> int:
