@@ -9,7 +9,10 @@ Reads its configuration (JSON) from stdin, then, before any untrusted code exist
    root's rights and then drops to an unprivileged uid/gid (``nobody``) and enters a new user
    namespace mapping that uid to itself; started as another user, it creates the user namespace
    first (identity-mapped) to be allowed the others;
-2. sets ``RLIMIT_NPROC`` (binding: the uid is not root, and the namespace's count starts at zero);
+2. sets ``RLIMIT_NPROC`` once inside the new user namespace: the kernel then counts only the processes
+   of that namespace against it, so concurrent sandboxes (all ``nobody``) and one still being torn
+   down never starve each other; above it, the uid's count is held to the limit the launcher had
+   before. It binds: the uid is not root and has no capability outside its namespace;
 3. reports ``ok <pid>`` on the status descriptor (a file the evaluator reads; the program never sees
    it) and forks the namespace's init (pid 1): a new session, rlimits, no-new-privileges, an empty
    capability bounding set, every other descriptor closed, then ``execve`` of Python on the runner. As
@@ -149,10 +152,8 @@ def setup(cfg):
         os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
         if os.geteuid() == 0 or os.getuid() == 0:
             raise OSError("could not drop root")
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         _enter_user_ns(proc_self)
     else:
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         _unshare(CLONE_NEWUSER | others)
         uid, gid = os.getuid(), os.getgid()
         for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
@@ -162,6 +163,9 @@ def setup(cfg):
             finally:
                 os.close(fd)
         _build_root(cfg)
+    # Only now: set before the user namespace existed, the limit would also cap that uid's processes
+    # machine-wide (every other sandbox's, or a desktop user's whole session).
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     os.close(proc_self)
     return null
 

@@ -10,7 +10,7 @@ Each run is a fresh process tree in its own user, pid, mount, network, ipc, uts 
 - no network (an empty network namespace), no view of other processes (its own pid namespace), no
   environment from the evaluator;
 - rlimits: address space, CPU seconds, file size, processes (``RLIMIT_NPROC``, binding because the
-  uid is not root), open files;
+  uid is not root, and counted per sandbox: it is set inside the sandbox's user namespace), open files;
 - the wall-clock limit kills the launcher, whose death kills the namespace's init and with it, by the
   kernel, every process the program started. The program's stderr goes to an unlinked temporary file,
   never a pipe, so nothing it leaves behind can hold the evaluator waiting.
@@ -111,9 +111,10 @@ def run_sandboxed(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, 
 
 
 def _run_isolated_retrying(*args, attempts: int = 6) -> SandboxResult | str:
-    """``_run_isolated``, retried when the set-up failed with EAGAIN: sandboxes all run as one uid, and a
-    sandbox still being torn down (a fork bomb's processes being reaped) can hold that uid's process
-    count for a moment. Any other failure is final."""
+    """``_run_isolated``, retried when the set-up failed with EAGAIN (the machine's process table or a
+    container's pid limit full for a moment, say while a fork bomb's processes are reaped). Sandboxes do
+    not starve each other: each one's process limit counts only its own user namespace. Any other
+    failure is final."""
     for i in range(attempts):
         res = _run_isolated(*args)
         if not (isinstance(res, str) and res.startswith("BlockingIOError")):

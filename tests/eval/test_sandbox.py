@@ -21,8 +21,8 @@ import pytest
 from fsgen_engine.eval import sandbox
 from fsgen_engine.eval.sandbox import SandboxUnavailableError, check_mbpp, run_sandboxed
 
-# Sandboxes run as one uid (nobody), whose process limit they share: a fork bomb in one would starve
-# a sandbox set up beside it (EAGAIN). One xdist worker runs them all (scripts/test.sh: --dist loadgroup).
+# One xdist worker runs them all (scripts/test.sh: --dist loadgroup), so their timing tests do not
+# compete with each other for the CPU; test_full_sandbox_does_not_starve_another checks they could.
 pytestmark = pytest.mark.xdist_group("sandbox")
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
@@ -195,6 +195,46 @@ def test_process_limit_is_set_and_binds():
             "assert n < 8, n\n")
     r = run_sandboxed(code, max_procs=8, timeout_s=8)
     assert r.passed, r.stderr
+
+
+def test_full_sandbox_does_not_starve_another():
+    # Every sandbox runs as nobody. With the process limit counted for that uid machine-wide, one
+    # sandbox at its limit (or a fork bomb still being reaped) made the next one's set-up fail with
+    # EAGAIN; the limit is now counted per sandbox (inside its user namespace).
+    import threading
+    marker = f"hold_{uuid.uuid4().hex}"
+    code = (f"# {marker}\nimport os, time\n"
+            "for _ in range(100):\n"
+            "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
+            "    if pid == 0:\n        time.sleep(6)\n        os._exit(0)\n"
+            "time.sleep(6)\n")
+    holder = {}
+    t = threading.Thread(target=lambda: holder.update(r=run_sandboxed(code, max_procs=8, timeout_s=10)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_nobody_pids()) < 8:
+            time.sleep(0.01)
+        assert len(_nobody_pids()) >= 8, "the holding sandbox never reached its process limit"
+        r = run_sandboxed("import os\nassert os.fork() is not None\n", max_procs=8, timeout_s=10)
+        assert len(_nobody_pids()) >= 8, "the holding sandbox let go before the second one ran"
+        assert r.passed, r.stderr
+    finally:
+        t.join()
+    assert holder["r"].passed, holder["r"].stderr
+
+
+def _nobody_pids() -> list[int]:
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/status") as f:
+                    if any(ln.startswith("Uid:") and ln.split()[1] == str(sandbox.SANDBOX_UID) for ln in f):
+                        found.append(int(d))
+            except OSError:
+                pass
+    return found
 
 
 # ---- attacks the old sandbox already blocked ------------------------------------------------------
