@@ -21,9 +21,11 @@ from fsgen_engine.models.registry import supported
 __all__ = ["load_model", "from_hf_model", "CausalLM", "ModelConfig", "supported"]
 
 
-def load_model(path_or_spec, dtype="float32", device="cpu", *, tokenizer: bool = True):
+def load_model(path_or_spec, dtype="float32", device="cpu", *, tokenizer: bool = True, tp=None):
     """Load a local HF folder or a ``.gguf`` file; returns ``(model, tokenizer)``.
 
+    ``tp``: a ``models.tensor_parallel.TPShard``: load only that rank's shard (its forward then runs the
+    collectives of the shard's process group, which must be initialised).
     ``dtype``: torch dtype or 'auto'/'float32'/'float16'/'bfloat16'; ``device``: 'cpu', 'cuda', 'auto', ...
     The tokenizer is None for a folder without tokenizer files (or when ``tokenizer=False``). Nothing is
     downloaded: a path that does not exist is a FileNotFoundError.
@@ -39,13 +41,13 @@ def load_model(path_or_spec, dtype="float32", device="cpu", *, tokenizer: bool =
     if os.path.isdir(path):
         from fsgen_engine.models.tokenizer import load_tokenizer
 
-        model = load_hf_folder(path, dt, dev)
+        model = load_hf_folder(path, dt, dev, tp)
         tok = load_tokenizer(path) if tokenizer else None
     elif path.endswith(".gguf"):
         from fsgen_engine.models.gguf_loader import load_gguf
         from fsgen_engine.models.tokenizer import load_gguf_tokenizer
 
-        model = load_gguf(path, dt, dev)
+        model = load_gguf(path, dt, dev, tp)
         tok = load_gguf_tokenizer(path) if tokenizer else None
     else:
         raise ValueError(f"model path {path!r} is a file but not a .gguf; expected a local HF model folder or a "

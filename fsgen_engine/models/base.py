@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from fsgen_engine import ops
 from fsgen_engine.models.config import ModelConfig
 from fsgen_engine.models.layers import Rotary
+from fsgen_engine.models.tensor_parallel import TPShard, embed_vocab_parallel
 from fsgen_engine.core import ForwardBatch
 
 
@@ -37,6 +38,15 @@ class CausalLM:
         self.scale = config.head_dim ** -0.5
         self.tokenizer = None
         self.name = None
+        # Tensor parallelism (models/tensor_parallel.py): this rank's shard; ``config`` then holds the
+        # rank's head counts and intermediate block, ``global_config`` the model's own.
+        self.tp: TPShard | None = None
+        self.global_config = config
+        self.embed_lo = 0            # first vocabulary row of this rank's embedding block
+        self.lm_head_rows = None     # rows of the whole LM head (the logits' width) under TP
+
+    def _set_shard(self, tp: TPShard | None, global_config: ModelConfig, embed_lo: int, lm_head_rows: int) -> None:
+        self.tp, self.global_config, self.embed_lo, self.lm_head_rows = tp, global_config, embed_lo, lm_head_rows
 
     # ---------------------------------------------------------------- metadata
     @property
@@ -53,6 +63,8 @@ class CausalLM:
 
     @property
     def vocab_size(self) -> int:
+        if self.tp is not None:
+            return int(self.lm_head_rows)
         return int(self.weights["lm_head"].shape[0])
 
     @property
@@ -127,7 +139,10 @@ class CausalLM:
             x = self._layer(i, x, batch, kv, cos, sin)
         x = x[batch.logits_indices]
         x = self._final_norm(x)
-        return F.linear(x, self.weights["lm_head"]).float()
+        logits = F.linear(x, self.weights["lm_head"]).float()
+        if self.tp is not None:
+            logits = self.tp.gather_vocab(logits, self.lm_head_rows)
+        return logits
 
     __call__ = forward
 
@@ -140,7 +155,17 @@ class CausalLM:
         return o.reshape(o.shape[0], -1)
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.tp is not None:
+            return embed_vocab_parallel(ids, self.weights["embed"], self.embed_lo, self.tp)
         return F.embedding(ids, self.weights["embed"])
+
+    def _row_linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """A row-parallel projection (o_proj, down_proj): partial products summed over the ranks, then
+        the bias once."""
+        if self.tp is None:
+            return F.linear(x, w, b)
+        y = self.tp.all_reduce(F.linear(x, w))
+        return y if b is None else y + b
 
     def _layer(self, i, x, batch, kv, cos, sin):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -160,23 +185,56 @@ def _tensors(weights: dict, n_layers: int):
 
 
 class WeightSource:
-    """Name -> tensor lookup that casts to the model dtype/device on access (HF parameter names)."""
+    """Name -> tensor lookup that casts to the model dtype/device on access (HF parameter names).
 
-    def __init__(self, get, names, dtype: torch.dtype, device: torch.device, origin: str):
+    ``get_part(name, dim, lo, hi)`` (optional) reads only rows/columns ``[lo, hi)`` of ``dim`` from the
+    file, so a tensor-parallel rank never holds a whole weight it does not need; without it a part is
+    cut from the whole tensor (one tensor at a time). ``get_shape(name)`` (optional) gives a shape
+    without reading the data.
+    """
+
+    def __init__(self, get, names, dtype: torch.dtype, device: torch.device, origin: str, *, get_part=None,
+                 get_shape=None):
         self._get, self.names, self.dtype, self.device, self.origin = get, set(names), dtype, device, origin
+        self._get_part, self._get_shape = get_part, get_shape
 
     def __contains__(self, name: str) -> bool:
         return name in self.names
 
+    def _cast(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=self.device, dtype=self.dtype) if t.is_floating_point() else t.to(self.device)
+
     def get(self, name: str) -> torch.Tensor | None:
         if name not in self.names:
             return None
-        t = self._get(name)
-        return t.to(device=self.device, dtype=self.dtype) if t.is_floating_point() else t.to(self.device)
+        return self._cast(self._get(name))
 
     def require(self, name: str) -> torch.Tensor:
         t = self.get(name)
         if t is None:
-            raise ValueError(f"{self.origin}: weight {name!r} is missing (found {len(self.names)} tensors, e.g. "
-                             f"{sorted(self.names)[:3]}); the checkpoint does not match its config")
+            raise self._missing(name)
         return t
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name not in self.names:
+            raise self._missing(name)
+        if self._get_shape is not None:
+            return tuple(int(s) for s in self._get_shape(name))
+        return tuple(self._get(name).shape)
+
+    def part(self, name: str, dim: int, lo: int, hi: int, *, required: bool = True) -> torch.Tensor | None:
+        """Rows (``dim=0``) or columns (``dim=1``) ``[lo, hi)`` of a weight (a bias: ``dim=0``), cast and
+        contiguous; None for a missing optional weight."""
+        if name not in self.names:
+            if required:
+                raise self._missing(name)
+            return None
+        if self._get_part is not None:
+            t = self._get_part(name, dim, lo, hi)
+        else:
+            t = self._get(name).narrow(dim, lo, hi - lo).clone()
+        return self._cast(t).contiguous()
+
+    def _missing(self, name: str) -> ValueError:
+        return ValueError(f"{self.origin}: weight {name!r} is missing (found {len(self.names)} tensors, e.g. "
+                          f"{sorted(self.names)[:3]}); the checkpoint does not match its config")

@@ -68,8 +68,11 @@ def load_gguf_config(path: str):
     return AutoConfig.from_pretrained(d, gguf_file=name, local_files_only=True)
 
 
-def load_gguf(path: str, dtype: torch.dtype, device: torch.device) -> CausalLM:
-    """Our model from a ``.gguf`` file, every tensor dequantised to float32 then cast to ``dtype``."""
+def load_gguf(path: str, dtype: torch.dtype, device: torch.device, tp=None) -> CausalLM:
+    """Our model from a ``.gguf`` file, every tensor dequantised to float32 then cast to ``dtype``.
+
+    ``tp``: a ``TPShard``: this rank's shard only; a block of rows is dequantised from its own blocks
+    of the file, a block of columns from the whole tensor (one tensor at a time)."""
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
@@ -88,18 +91,28 @@ def load_gguf(path: str, dtype: torch.dtype, device: torch.device) -> CausalLM:
     if "lm_head.weight" not in tensors:
         cfg.tie_word_embeddings = True
 
-    def get(name: str) -> torch.Tensor:
+    def shape(name: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in reversed(tensors[name].shape.tolist()))
+
+    def rows(name: str, lo: int, hi: int) -> np.ndarray:
         t = tensors[name]
-        w = dequantize(t.data, t.tensor_type)
-        w = np.asarray(w).reshape(tuple(int(s) for s in reversed(t.shape.tolist())))
-        if arch == "llama":
-            if ".q_proj." in name:
-                w = reverse_permute(w, cfg.num_heads)
-            elif ".k_proj." in name:
-                w = reverse_permute(w, cfg.num_kv_heads)
+        w = np.asarray(dequantize(t.data[lo:hi], t.tensor_type)).reshape((hi - lo,) + shape(name)[1:])
+        if arch == "llama" and (".q_proj." in name or ".k_proj." in name):
+            # llama.cpp permutes rows within each head, so a block of whole heads un-permutes on its own
+            w = reverse_permute(w, (hi - lo) // cfg.head_dim)
+        return w
+
+    def get(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(rows(name, 0, shape(name)[0]), dtype=np.float32, order="C"))
+
+    def get_part(name: str, dim: int, lo: int, hi: int) -> torch.Tensor:
+        if dim == 0:
+            w = rows(name, lo, hi)
+        else:
+            w = rows(name, 0, shape(name)[0])[:, lo:hi]
         return torch.from_numpy(np.array(w, dtype=np.float32, order="C"))  # own, writable copy
 
-    src = WeightSource(get, tensors.keys(), dtype, torch.device(device), path)
-    model = cls.from_weights(cfg, src)
+    src = WeightSource(get, tensors.keys(), dtype, torch.device(device), path, get_part=get_part, get_shape=shape)
+    model = cls.from_weights(cfg, src, tp)
     model.name = path
     return model

@@ -5,11 +5,14 @@ LM head. Weights use HF's ``LlamaForCausalLM`` parameter names.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch.nn.functional as F
 
 from fsgen_engine.models.base import CausalLM, WeightSource
 from fsgen_engine.models.config import ModelConfig
 from fsgen_engine.models.layers import activation, apply_rotary, rms_norm
+from fsgen_engine.models.tensor_parallel import ShardedWeights, TPShard, check_geometry
 
 
 class LlamaModel(CausalLM):
@@ -20,40 +23,55 @@ class LlamaModel(CausalLM):
         self.act = activation(config.hidden_act)
 
     @classmethod
-    def from_weights(cls, cfg: ModelConfig, src: WeightSource) -> "LlamaModel":
-        embed = src.require("model.embed_tokens.weight")
-        lm_head = None if cfg.tie_word_embeddings else src.get("lm_head.weight")
+    def from_weights(cls, cfg: ModelConfig, src: WeightSource, tp: TPShard | None = None) -> "LlamaModel":
+        """The model, or with ``tp`` one rank's shard of it (models/tensor_parallel.py)."""
+        w = ShardedWeights(src, tp)
+        H, Hkv, D, inter = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
+        if tp is not None:
+            check_geometry(src.origin, H, Hkv, src.shape("model.embed_tokens.weight")[0], inter, tp.size)
+        q0, q1, k0, k1 = tp.heads(H, Hkv) if tp else (0, H, 0, Hkv)
+        i0, i1 = tp.block(inter) if tp else (0, inter)
+        embed, embed_lo, _ = w.vocab_rows("model.embed_tokens.weight")
+        if cfg.tie_word_embeddings or "lm_head.weight" not in src:
+            lm_head, head_rows = embed, src.shape("model.embed_tokens.weight")[0]
+        else:
+            lm_head, _, head_rows = w.vocab_rows("lm_head.weight")
         layers = []
         for i in range(cfg.num_layers):
             p = f"model.layers.{i}."
+            a, m = p + "self_attn.", p + "mlp."
             L = {
-                "ln1": src.require(p + "input_layernorm.weight"),
-                "ln2": src.require(p + "post_attention_layernorm.weight"),
-                "wq": src.require(p + "self_attn.q_proj.weight"),
-                "wk": src.require(p + "self_attn.k_proj.weight"),
-                "wv": src.require(p + "self_attn.v_proj.weight"),
-                "wo": src.require(p + "self_attn.o_proj.weight"),
-                "bq": src.get(p + "self_attn.q_proj.bias"),
-                "bk": src.get(p + "self_attn.k_proj.bias"),
-                "bv": src.get(p + "self_attn.v_proj.bias"),
-                "bo": src.get(p + "self_attn.o_proj.bias"),
-                "w_gate": src.require(p + "mlp.gate_proj.weight"),
-                "w_up": src.require(p + "mlp.up_proj.weight"),
-                "w_down": src.require(p + "mlp.down_proj.weight"),
-                "b_gate": src.get(p + "mlp.gate_proj.bias"),
-                "b_up": src.get(p + "mlp.up_proj.bias"),
-                "b_down": src.get(p + "mlp.down_proj.bias"),
+                "ln1": w.full(p + "input_layernorm.weight"),
+                "ln2": w.full(p + "post_attention_layernorm.weight"),
+                "wq": w.rows(a + "q_proj.weight", q0 * D, q1 * D),
+                "wk": w.rows(a + "k_proj.weight", k0 * D, k1 * D),
+                "wv": w.rows(a + "v_proj.weight", k0 * D, k1 * D),
+                "wo": w.cols(a + "o_proj.weight", q0 * D, q1 * D),
+                "bq": w.rows(a + "q_proj.bias", q0 * D, q1 * D, required=False),
+                "bk": w.rows(a + "k_proj.bias", k0 * D, k1 * D, required=False),
+                "bv": w.rows(a + "v_proj.bias", k0 * D, k1 * D, required=False),
+                "bo": w.full(a + "o_proj.bias", required=False),
+                "w_gate": w.rows(m + "gate_proj.weight", i0, i1),
+                "w_up": w.rows(m + "up_proj.weight", i0, i1),
+                "w_down": w.cols(m + "down_proj.weight", i0, i1),
+                "b_gate": w.rows(m + "gate_proj.bias", i0, i1, required=False),
+                "b_up": w.rows(m + "up_proj.bias", i0, i1, required=False),
+                "b_down": w.full(m + "down_proj.bias", required=False),
             }
             if cfg.qk_norm:
-                L["q_norm"] = src.require(p + "self_attn.q_norm.weight")
-                L["k_norm"] = src.require(p + "self_attn.k_norm.weight")
+                L["q_norm"] = w.full(a + "q_norm.weight")
+                L["k_norm"] = w.full(a + "k_norm.weight")
             if cfg.qkv_bias and L["bq"] is None:
                 raise ValueError(f"{src.origin}: {cfg.model_type} has q/k/v biases but {p}self_attn.q_proj.bias "
                                  f"is missing")
             layers.append(L)
-        weights = {"embed": embed, "final_norm": src.require("model.norm.weight"),
-                   "lm_head": lm_head if lm_head is not None else embed, "layers": layers}
-        return cls(cfg, weights, src.dtype, src.device)
+        weights = {"embed": embed, "final_norm": w.full("model.norm.weight"), "lm_head": lm_head, "layers": layers}
+        local = cfg if tp is None else replace(cfg, num_heads=q1 - q0, num_kv_heads=k1 - k0,
+                                               intermediate_size=i1 - i0)
+        model = cls(local, weights, src.dtype, src.device)
+        if tp is not None:
+            model._set_shard(tp, cfg, embed_lo, head_rows)
+        return model
 
     def _layer(self, i, x, batch, kv, cos, sin):
         c, L = self.config, self.weights["layers"][i]
@@ -68,10 +86,10 @@ class LlamaModel(CausalLM):
         q = apply_rotary(q, cos, sin)
         k = apply_rotary(k, cos, sin)
         o = self._attend(i, q, k, v, batch, kv)
-        x = x + F.linear(o, L["wo"], L["bo"])
+        x = x + self._row_linear(o, L["wo"], L["bo"])
         h = rms_norm(x, L["ln2"], c.norm_eps)
         m = self.act(F.linear(h, L["w_gate"], L["b_gate"])) * F.linear(h, L["w_up"], L["b_up"])
-        return x + F.linear(m, L["w_down"], L["b_down"])
+        return x + self._row_linear(m, L["w_down"], L["b_down"])
 
     def _final_norm(self, x):
         return rms_norm(x, self.weights["final_norm"], self.config.norm_eps)

@@ -49,8 +49,10 @@ def _generation_eos(folder: str):
         return json.load(f).get("eos_token_id")
 
 
-def load_hf_folder(folder: str, dtype: torch.dtype, device: torch.device) -> CausalLM:
-    """Our model from a local HF folder; weights (fp32/fp16/bf16) cast to ``dtype`` on ``device``."""
+def load_hf_folder(folder: str, dtype: torch.dtype, device: torch.device, tp=None) -> CausalLM:
+    """Our model from a local HF folder; weights (fp32/fp16/bf16) cast to ``dtype`` on ``device``.
+
+    ``tp``: a ``TPShard``: load only this rank's shard, each weight's block read from the file alone."""
     from safetensors import safe_open
     from transformers import AutoConfig
 
@@ -63,14 +65,19 @@ def load_hf_folder(folder: str, dtype: torch.dtype, device: torch.device) -> Cau
     index = _safetensors_index(folder)
     handles: dict[str, object] = {}
 
-    def get(name: str) -> torch.Tensor:
+    def handle(name: str):
         path = index[name]
         if path not in handles:
             handles[path] = safe_open(path, framework="pt")
-        return handles[path].get_tensor(name)
+        return handles[path]
 
-    src = WeightSource(get, index.keys(), dtype, torch.device(device), folder)
-    model = cls.from_weights(cfg, src)
+    def get_part(name: str, dim: int, lo: int, hi: int) -> torch.Tensor:
+        sl = handle(name).get_slice(name)
+        return sl[lo:hi] if dim == 0 else sl[:, lo:hi]
+
+    src = WeightSource(lambda n: handle(n).get_tensor(n), index.keys(), dtype, torch.device(device), folder,
+                       get_part=get_part, get_shape=lambda n: handle(n).get_slice(n).get_shape())
+    model = cls.from_weights(cfg, src, tp)
     handles.clear()
     return model
 
