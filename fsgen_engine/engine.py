@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 
 import torch
 
@@ -25,6 +26,7 @@ from fsgen_engine.kv import KVPool
 from fsgen_engine.methods import make_method
 from fsgen_engine.methods.tracer import Tracer
 from fsgen_engine.models.checks import check_prompt_ids, check_vocabularies, load_model_checked
+from fsgen_engine.models.tensor_parallel import TPShard
 from fsgen_engine.outputs import GenerationOutput
 from fsgen_engine.runtime.cuda_graphs import GraphedForward, graphs_supported
 from fsgen_engine.runtime.executor import StepRunner
@@ -32,6 +34,10 @@ from fsgen_engine.runtime.model_info import check_tokenizers, eos_ids_of, kv_spe
 from fsgen_engine.runtime.rows import Row, StopRules
 from fsgen_engine.runtime.sampler import Sampler
 from fsgen_engine.runtime.scheduler import Scheduler
+from fsgen_engine.tp.checks import sharded_roles
+from fsgen_engine.tp.runtime import TPRuntime, role_index
+from fsgen_engine.tp.sharded_model import ShardedModel
+from fsgen_engine.tp.worker import load_shards
 
 # Slack in the KV sizing. A row's KV never holds more than prompt + max_new - 1 + lookahead tokens
 # (the KV lag rule, runtime/rows.py, plus the drafts a method feeds past its tokens); every bound below
@@ -64,7 +70,8 @@ class Engine:
 
     def __init__(self, large, small, small_ft=None, *, device="auto", dtype="auto", kv_memory=None,
                  max_batch: int = 32, page_size: int | None = None, num_pages: int | None = None,
-                 cuda_graphs: bool | None = None):
+                 cuda_graphs: bool | None = None, tensor_parallel: int = 1, small_tensor_parallel: int = 1):
+        self._tp = None
         if cuda_graphs not in (None, True, False):
             raise ValueError(f"cuda_graphs={cuda_graphs!r} must be True, False or None (FSGEN_CUDA_GRAPHS, on by default)")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -76,13 +83,36 @@ class Engine:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.max_batch = max_batch
+        self._args = (max_batch, page_size, num_pages, kv_memory, cuda_graphs)
         self.names = {}
         self.models = {}
         self.tokenizers = {}
-        self._load("large", large)
-        self._load("small", small)
-        if small_ft is not None:
-            self._load("small_ft", small_ft)
+        specs = {"large": large, "small": small, **({"small_ft": small_ft} if small_ft is not None else {})}
+        self._sharded = sharded_roles(specs, tensor_parallel, small_tensor_parallel)
+        if self._sharded:
+            self._tp = TPRuntime(tensor_parallel, self.device, self.dtype,
+                                 {role_index(r): os.fspath(specs[r]) for r in self._sharded
+                                  if not str(specs[r]).startswith("early_exit:")})
+            self.device = self._tp.device
+            self._finalizer = weakref.finalize(self, self._tp.close)
+        try:
+            if self._tp is not None and self._tp.rank != 0:   # a torchrun rank > 0: shards only
+                self._follower_models = load_shards(self._tp.loads, self._tp.rank, self._tp.size, self.dtype,
+                                                    self.device)
+                return
+            for role, spec in specs.items():
+                self._load(role, spec)
+            if self._tp is not None:
+                self._tp.wait_ready()
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self) -> None:
+        """KV pool, CUDA graphs and the step machinery over the loaded models."""
+        max_batch, page_size, num_pages, kv_memory, cuda_graphs = self._args
+        del self._args
         self.tokenizer = self.tokenizers.get("large") or self.tokenizers.get("small") or self.tokenizers.get("small_ft")
         ids = list(self.models)
         for a_i in range(len(ids)):
@@ -147,7 +177,9 @@ class Engine:
             total = int(getattr(large, "num_layers"))
             if not 1 <= n < total:
                 raise ValueError(f"{role}={spec!r}: N must be in [1, {total - 1}] (the large model has {total} layers)")
-            self.models[role] = large.early_exit(n)
+            # a sharded large's view runs on every rank, over this role's KV cache
+            self.models[role] = (large.early_exit(n, role_index(role)) if isinstance(large, ShardedModel)
+                                 else large.early_exit(n))
             self.tokenizers[role] = self.tokenizers.get("large")
             self.names[role] = f"{self.names['large']} (early_exit:{n})"
             return
@@ -157,7 +189,13 @@ class Engine:
             path = os.fspath(spec)
             if not os.path.exists(path):
                 raise ValueError(f"{role}={path!r}: no such model folder or GGUF file")
-            model, tok = load_model_checked(role, path, dtype=self.dtype, device=self.device)
+            if role in self._sharded:
+                # rank 0's shard (the other ranks load theirs meanwhile), driven through the TP runtime
+                shard, tok = load_model_checked(role, path, dtype=self.dtype, device=self.device,
+                                                tp=TPShard(0, self._tp.size))
+                model = ShardedModel(shard, self._tp, role_index(role), role_index(role))
+            else:
+                model, tok = load_model_checked(role, path, dtype=self.dtype, device=self.device)
             self.names[role] = path
         elif hasattr(spec, "forward") and hasattr(spec, "num_layers") and hasattr(spec, "early_exit"):
             model, tok = spec, getattr(spec, "tokenizer", None)
@@ -211,6 +249,21 @@ class Engine:
         before any state changes; pages are returned to the pool when the call ends, also on error.
         """
         sampling, options = resolve_legacy(sampling, options, deprecated)
+        if self._tp is None:
+            return self._generate(prompts, sampling, method, router, options, max_new_tokens, n, stop, ignore_eos,
+                                  chat, trace_topk, progress)
+        self._tp.check_open()
+        if self._tp.rank != 0:   # torchrun rank > 0: serve rank 0's forwards of this call
+            self._tp.serve(self._follower_models)
+            return []
+        try:
+            return self._generate(prompts, sampling, method, router, options, max_new_tokens, n, stop, ignore_eos,
+                                  chat, trace_topk, progress)
+        finally:
+            self._tp.end_generate()   # torchrun: the other ranks' generate returns (also after an error)
+
+    def _generate(self, prompts, sampling, method, router, options, max_new_tokens, n, stop, ignore_eos, chat,
+                  trace_topk, progress) -> list[GenerationOutput]:
         cfg = method_config(self.models, method=method, router=router, options=options, trace_topk=trace_topk)
         check_max_new_tokens(max_new_tokens)
         prompt_ids = tokenize_prompts(prompts, self.tokenizer, self.vocab_size, self.max_positions, chat)
@@ -267,6 +320,19 @@ class Engine:
                 stats=st, trace=r.trace, prompt=p if isinstance(p, str) else [int(t) for t in p],
                 method=cfg.method, router=router_name, meta={**meta, **({"sample": sample} if n > 1 else {})}))
         return outs
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Stop the tensor-parallel workers (nothing to do for a single-process engine). Idempotent; also
+        run by ``with Engine(...) as e:`` and when the engine is garbage-collected or the process exits."""
+        if self._tp is not None:
+            self._tp.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return (f"Engine(large={self.names.get('large')!r}, small={self.names.get('small')!r}, "

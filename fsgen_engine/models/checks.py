@@ -75,13 +75,14 @@ def _raised_by_us(exc: BaseException) -> bool:
     return last is not None and os.sep + "fsgen_engine" + os.sep in last
 
 
-def load_model_checked(role: str, path: str, *, dtype, device):
+def load_model_checked(role: str, path: str, *, dtype, device, tp=None, tokenizer: bool = True):
     """``fsgen_engine.models.load_model(path)`` for the engine's ``role``; raises :class:`ModelLoadError`
-    naming the role and the file for every failure caused by the files themselves."""
+    naming the role and the file for every failure caused by the files themselves. ``tp``: load that
+    tensor-parallel rank's shard only."""
     from fsgen_engine import models as M
 
     try:
-        return M.load_model(path, dtype=dtype, device=device)
+        return M.load_model(path, dtype=dtype, device=device, tp=tp, tokenizer=tokenizer)
     except ModelLoadError:
         raise
     except (MemoryError, KeyboardInterrupt):

@@ -90,6 +90,9 @@ def graphs_supported(model) -> str | None:
     from fsgen_engine.models.base import CausalLM
     from fsgen_engine.ops.paged_attention import HEAD_DIMS
 
+    if getattr(model, "tp_size", 1) > 1:
+        return (f"tensor parallel over {model.tp_size} ranks: eager steps (the per-step broadcast and the "
+                f"collectives are not captured)")
     if not isinstance(model, CausalLM):
         return f"{type(model).__name__} is not an fsgen_engine model"
     if model.device.type != "cuda":
