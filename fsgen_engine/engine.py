@@ -132,6 +132,8 @@ class Engine:
             mem = kv_memory if kv_memory is not None else env_kv_memory(self.device.type)
             num_pages = min(cap, KVPool.num_pages_for(specs, page_size, mem))
         self.kv = KVPool.create(specs, page_size=page_size, num_pages=int(num_pages))
+        if self._tp is not None:
+            self.kv.copy_listener = self._record_copies
         self.graphs = self._build_graphs(cuda_graphs)
         self.runner = StepRunner(self.models, self.kv, self.vocab_size, self.device, graphs=self.graphs)
         self.scheduler = Scheduler(self.kv, self.models, self.max_batch, self._new_seq_id)
@@ -210,6 +212,11 @@ class Engine:
                              f"fsgen_engine model, an HF model, or 'early_exit:N' (small only)")
         self.models[role] = model
         self.tokenizers[role] = tok
+
+    def _record_copies(self, role: str, src: list[int], dst: list[int]) -> None:
+        model = self.models[role]
+        if isinstance(model, ShardedModel):
+            model.record_copies(src, dst)
 
     def _new_seq_id(self) -> int:
         self._next_seq += 1

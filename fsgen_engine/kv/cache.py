@@ -37,3 +37,10 @@ class ModelKVCache:
     @property
     def page_size(self) -> int:
         return int(self.k[0].shape[1])
+
+
+def copy_pages(cache: ModelKVCache, src: torch.Tensor, dst: torch.Tensor) -> None:
+    """Copy pages ``src`` to pages ``dst`` (int64 ``[C]`` on the cache's device) in every layer."""
+    for k, v in zip(cache.k, cache.v):
+        k.index_copy_(0, dst, k.index_select(0, src))
+        v.index_copy_(0, dst, v.index_select(0, src))

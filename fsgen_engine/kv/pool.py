@@ -15,7 +15,7 @@ import torch
 
 from fsgen_engine.config import env_kv_memory, env_page_size, parse_memory
 from fsgen_engine.kv.allocator import PageAllocator
-from fsgen_engine.kv.cache import ModelKVCache
+from fsgen_engine.kv.cache import ModelKVCache, copy_pages
 
 ModelId = Hashable
 SeqId = Hashable
@@ -70,6 +70,9 @@ class KVPool:
             m: ModelKVCache.allocate(s.num_layers, num_pages, self.page_size, s.num_kv_heads, s.head_dim,
                                      s.dtype, s.device) for m, s in self.specs.items()}
         self.tables: dict[ModelId, dict[SeqId, PageTable]] = {m: {} for m in self.specs}
+        # called as copy_listener(model_id, src, dst) after each copy-on-write page copy: a tensor-parallel
+        # engine replays the copies on the other ranks' pages (each rank holds its own heads)
+        self.copy_listener = None
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -241,9 +244,9 @@ class KVPool:
         device = cache.k[0].device
         src_t = torch.tensor(src, dtype=torch.long, device=device)
         dst_t = torch.tensor(dst, dtype=torch.long, device=device)
-        for k, v in zip(cache.k, cache.v):
-            k.index_copy_(0, dst_t, k.index_select(0, src_t))
-            v.index_copy_(0, dst_t, v.index_select(0, src_t))
+        copy_pages(cache, src_t, dst_t)
+        if self.copy_listener is not None:
+            self.copy_listener(model_id, list(src), list(dst))
 
     def check_invariants(self) -> None:
         """Assert the free list and the reference counts balance the page tables (tests, debugging)."""

@@ -239,13 +239,14 @@ class TPRuntime:
             raise TPWorkerError("this tensor-parallel engine is closed (close() was called or a rank failed); "
                                 "create a new Engine")
 
-    def send_forward(self, model: int, layers: int, cache: int, batch, num_pages: int, page_size: int) -> None:
+    def send_forward(self, model: int, layers: int, cache: int, batch, num_pages: int, page_size: int,
+                     copies: list) -> None:
         import torch.distributed as dist
 
         h = wire.header(wire.FORWARD, self.device, model=model, layers=layers, cache=cache, batch=batch,
-                        num_pages=num_pages, page_size=page_size)
+                        num_pages=num_pages, page_size=page_size, copies=len(copies))
         dist.broadcast(h, src=0)
-        dist.broadcast(wire.payload(batch), src=0)
+        dist.broadcast(wire.payload(batch, copies), src=0)
 
     def serve(self, models: dict) -> None:
         """Rank > 0 under torchrun: replay rank 0's forwards until its generate ends."""

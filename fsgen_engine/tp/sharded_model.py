@@ -19,6 +19,11 @@ class ShardedModel:
 
     def __init__(self, shard, runtime, index: int, cache: int):
         self.shard, self.runtime, self.index, self.cache_index = shard, runtime, index, cache
+        self.pending_copies: list[tuple[int, int]] = []   # rank 0's page copies the other ranks still owe
+
+    def record_copies(self, src: list[int], dst: list[int]) -> None:
+        """``KVPool.copy_listener`` for this model's cache: replayed before its next forward."""
+        self.pending_copies.extend(zip(src, dst))
 
     @property
     def tp_size(self) -> int:
@@ -37,8 +42,9 @@ class ShardedModel:
         rt.check_open()
         rt.dirty = True
         try:
+            copies, self.pending_copies = self.pending_copies, []
             rt.send_forward(self.index, self.shard.num_layers, self.cache_index, batch, int(kv.k[0].shape[0]),
-                            int(kv.page_size))
+                            int(kv.page_size), copies)
             logits = self.shard.forward(batch, kv)
         except BaseException as exc:
             raise rt.fail(exc) from exc

@@ -15,6 +15,7 @@ import traceback
 
 import torch
 
+from fsgen_engine.kv.cache import copy_pages
 from fsgen_engine.tp import wire
 
 ROLES = ("large", "small", "small_ft")   # model / cache indices in the header
@@ -62,9 +63,12 @@ class ShardServer:
                 continue
             flat = torch.empty(wire.payload_size(h), dtype=torch.int64, device=self.device)
             dist.broadcast(flat, src=0)
-            batch = wire.unpack(h, flat)
+            batch, src, dst = wire.unpack(h, flat)
             model = self.model(f["model"], f["layers"])
-            model.forward(batch, self.cache(f["cache"], model, f["num_pages"], f["page_size"]))
+            kv = self.cache(f["cache"], model, f["num_pages"], f["page_size"])
+            if src.numel():
+                copy_pages(kv, src, dst)   # rank 0's copy-on-write copies, on this rank's heads
+            model.forward(batch, kv)
 
 
 def load_shards(loads: dict, rank: int, size: int, dtype: torch.dtype, device: torch.device) -> dict:
