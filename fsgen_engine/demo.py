@@ -56,6 +56,8 @@ class DemoConfig:
     dtype: str = "auto"
     baseline: bool = True
     seed: int = 0
+    tp: int | None = None                  # --tp / --small-tp (the early-exit draft runs on the large shards)
+    small_tp: int | None = None
 
     def resolved(self) -> "DemoConfig":
         from fsgen_engine.benchmark.configs import default_model_path
@@ -127,7 +129,10 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
         else:
             tokenizer = _load_tokenizer(cfg.large)
         progress.advance(t)
-        engine = Engine(cfg.large, small, device=str(dev), dtype=dtype_name, max_batch=len(cfg.prompts))
+        from fsgen_engine.tp.checks import tp_engine_kwargs
+
+        engine = Engine(cfg.large, small, device=str(dev), dtype=dtype_name, max_batch=len(cfg.prompts),
+                        **tp_engine_kwargs(small, cfg.tp, cfg.small_tp))
         progress.advance(t)
         ids = _chat_ids(tokenizer, cfg.prompts)
         eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
@@ -162,6 +167,7 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
                               small=small, pair=f"SmolLM2-135M / {small}")
             outputs[m.label] = outs
             progress.advance(g)
+        engine.close()   # tensor-parallel workers stop here, not at exit
     summary = summarize(cfg, outputs, timings, hf_row, str(dev), dtype_name)
     print_generations(console, cfg.prompts, outputs, hf_row, methods)
     paths = write_outputs(cfg, outputs, summary, console)

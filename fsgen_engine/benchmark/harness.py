@@ -79,6 +79,8 @@ class Settings:
     baselines: list[str] = field(default_factory=lambda: ["hf", "hf-assisted"])
     seed: int = 0
     cuda_graphs: bool | None = None   # None: FSGEN_CUDA_GRAPHS (on by default on CUDA)
+    tp: int | None = None             # --tp / --small-tp (tp/checks.py: tp_engine_kwargs)
+    small_tp: int | None = None
 
 
 def resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
@@ -169,9 +171,12 @@ class PairRunner:
             self.engine_error = f"engine not available: {exc}"
             return
         try:
+            from fsgen_engine.tp.checks import tp_engine_kwargs
+
             self.engine = Engine(self.large_path, self.small_path, device=str(self.dev),
                                  dtype=str(self.dtype).replace("torch.", ""),
-                                 max_batch=max(self.s.batch_sizes), cuda_graphs=self.s.cuda_graphs)
+                                 max_batch=max(self.s.batch_sizes), cuda_graphs=self.s.cuda_graphs,
+                                 **tp_engine_kwargs(self.small_path, self.s.tp, self.s.small_tp))
             self.graph_status = dict(self.engine.graph_status)
         except Exception as exc:  # report, keep measuring the baselines
             self.engine_error = f"engine failed to load: {type(exc).__name__}: {exc}"
@@ -293,6 +298,8 @@ def run_pair(pair: ModelPair, s: Settings, log=print, progress=None) -> tuple[li
             rows.append(row)
             if progress:
                 progress(None)
+        if runner.engine is not None:
+            runner.engine.close()   # a tensor-parallel engine's workers, before the next pair starts its own
         _ratios(rows)
         for r in rows:
             if r.note and r.note not in notes and "cache" not in r.note:

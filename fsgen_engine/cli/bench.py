@@ -29,6 +29,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--results-dir", default="bench/results")
     parser.add_argument("--tag", default=None, help="file stem: e2e_<tag>.json/.md/.png (default <device>_<models>)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tp", type=int, default=None, metavar="N", help="tensor-parallel ranks of the large model (System 2): worker processes, NCCL on GPUs, gloo on CPU")
+    parser.add_argument("--small-tp", type=int, default=None, metavar="M", help="ranks of System 1: 1 (default: whole on rank 0, no communication) or --tp (early_exit:N: --tp)")
     parser.add_argument("--cuda-graphs", default="auto", choices=["auto", "on", "off"],
                         help="replay CUDA graphs of decode/verify steps (auto: FSGEN_CUDA_GRAPHS, on by default on "
                              "CUDA); run once with each to measure what graphs save")
@@ -50,7 +52,8 @@ def run(args) -> int:
                  methods=(list(DEFAULT_METHODS) if args.methods is None else args.methods)
                  + [f"speculative@draft_stop={r}" for r in args.draft_stop], device=args.device,
                  dtype=args.dtype, hf_cache=args.hf_cache, baselines=args.baselines, seed=args.seed,
-                 cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs])
+                 cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs], tp=args.tp,
+                 small_tp=args.small_tp)
     dev, _ = resolve_device_dtype(s.device, s.dtype)
     with console.status("[bold]benchmarking...") as status:
         def progress(msg):

@@ -23,6 +23,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, ...")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tp", type=int, default=None, metavar="N", help="tensor-parallel ranks of the large model (System 2): worker processes, NCCL on GPUs, gloo on CPU")
+    parser.add_argument("--small-tp", type=int, default=None, metavar="M", help="ranks of System 1: 1 (default: whole on rank 0, no communication) or --tp (early_exit:N: --tp)")
 
 
 def run(args) -> int:
@@ -36,7 +38,8 @@ def run(args) -> int:
         return 2
     cfg = DemoConfig(out=args.out, quick=args.quick, early_exit=args.early_exit, max_new_tokens=args.max_new_tokens,
                      prompts=args.prompt, methods=args.methods, large=args.large, device=args.device,
-                     dtype=args.dtype, baseline=not args.no_baseline, seed=args.seed)
+                     dtype=args.dtype, baseline=not args.no_baseline, seed=args.seed,
+                     tp=args.tp, small_tp=args.small_tp)
     try:
         cfg = cfg.resolved()
     except (ValueError, FileNotFoundError) as exc:

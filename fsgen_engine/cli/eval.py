@@ -59,7 +59,8 @@ def run(args) -> int:
             if rc:
                 return rc
         else:
-            run_eval(build_engine(args), cfg, args.out)
+            with build_engine(args) as engine:
+                run_eval(engine, cfg, args.out)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"fsgen eval: error: {exc}", file=sys.stderr)
         return 1

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--kv-memory", default=None, help="KV pool size, e.g. 2GiB or 0.5 (fraction of free memory)")
     m.add_argument("--max-batch", type=int, default=None, help="most sequences decoded together")
     m.add_argument("--page-size", type=int, default=None, help="tokens per KV page")
+    m.add_argument("--tp", type=int, default=None, metavar="N", help="tensor-parallel ranks of the large model (System 2): worker processes, NCCL on GPUs, gloo on CPU")
+    m.add_argument("--small-tp", type=int, default=None, metavar="M", help="ranks of System 1: 1 (default: whole on rank 0, no communication) or --tp (early_exit:N: --tp)")
     c = parser.add_argument_group("collaboration")
     c.add_argument("--method", default="oracle", metavar="METHOD",
                    help="collaboration method: " + ", ".join(METHODS) + " (FS-GEN: oracle, contrastive, proxy, "
@@ -179,14 +181,18 @@ def run(args) -> int:
         from fsgen_engine.engine import Engine
         from fsgen_engine.generate_args import generate_kwargs
 
+        from fsgen_engine.tp.checks import tp_engine_kwargs
+
         kw = {k: getattr(args, k) for k in ("device", "dtype", "kv_memory", "max_batch", "page_size")
               if getattr(args, k) is not None}
+        kw.update(tp_engine_kwargs(args.small, args.tp, args.small_tp))
         with err.status(f"loading {args.large} + {args.small}", spinner="dots") if not args.quiet else _null():
             engine = Engine(args.large, args.small, args.small_ft, **kw)
-        t0 = time.perf_counter()
-        outputs = engine.generate(prompts, progress=not args.quiet,
-                                  **generate_kwargs(**gen_kwargs(args, router)))
-        wall = time.perf_counter() - t0
+        with engine:
+            t0 = time.perf_counter()
+            outputs = engine.generate(prompts, progress=not args.quiet,
+                                      **generate_kwargs(**gen_kwargs(args, router)))
+            wall = time.perf_counter() - t0
     except (ValueError, OSError) as exc:  # user errors: one line, exit code 2 (as argparse's own)
         print(f"fsgen generate: error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -67,7 +67,8 @@ def run(args) -> int:
         if cfg.dataset == "mtbench":
             raise ValueError("--dataset mtbench has no accuracy (generation only); sweep a scored data set")
         if len(pairs) == 1 and args.ray is None:  # one pair in this process, as always
-            run_sweep(build_engine(args), cfg, methods, routers, args.out, draft_stops=draft_stops)
+            with build_engine(args) as engine:
+                run_sweep(engine, cfg, methods, routers, args.out, draft_stops=draft_stops)
             failures = []
         else:
             if draft_stops:

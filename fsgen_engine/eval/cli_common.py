@@ -16,6 +16,8 @@ def add_common(parser: argparse.ArgumentParser, *, models_required: bool = True)
     g.add_argument("--kv-memory", default=None, help="KV pool size (engine default when omitted)")
     g.add_argument("--max-batch", type=int, default=None, help="engine batch limit")
     g.add_argument("--page-size", type=int, default=None, help="KV page size")
+    g.add_argument("--tp", type=int, default=None, metavar="N", help="tensor-parallel ranks of the large model (System 2): worker processes, NCCL on GPUs, gloo on CPU")
+    g.add_argument("--small-tp", type=int, default=None, metavar="M", help="ranks of System 1: 1 (default: whole on rank 0, no communication) or --tp (early_exit:N: --tp)")
     g.add_argument("--large-params", default=None, help="nominal large parameter count for scaling-law meta (e.g. 7B)")
     g.add_argument("--small-params", default=None, help="nominal small parameter count for scaling-law meta (e.g. 0.5B)")
     d = parser.add_argument_group("data")
@@ -46,8 +48,12 @@ def add_common(parser: argparse.ArgumentParser, *, models_required: bool = True)
 
 def engine_kwargs(args) -> dict:
     """The Engine options given on the command line (the engine's defaults for the others)."""
-    return {k: getattr(args, k) for k in ("device", "dtype", "kv_memory", "max_batch", "page_size")
-            if getattr(args, k, None) is not None}
+    from fsgen_engine.tp.checks import tp_engine_kwargs
+
+    kw = {k: getattr(args, k) for k in ("device", "dtype", "kv_memory", "max_batch", "page_size")
+          if getattr(args, k, None) is not None}
+    kw.update(tp_engine_kwargs(getattr(args, "small", None), getattr(args, "tp", None), getattr(args, "small_tp", None)))
+    return kw
 
 
 def build_engine(args):

@@ -97,6 +97,7 @@ def _engine_for(job: Job):
 def release_engine() -> None:
     """Drop the cached engine (its weights and KV pool) before loading another pair."""
     if _ENGINE:
+        _ENGINE[0][1].close()   # tensor-parallel workers stop now
         _ENGINE.clear()
         import gc
 

@@ -57,6 +57,17 @@ def sharded_roles(specs: dict, tensor_parallel, small_tensor_parallel) -> list[s
     return roles
 
 
+def tp_engine_kwargs(small, tp: int | None, small_tp: int | None) -> dict:
+    """``Engine`` keywords of the CLI's ``--tp N [--small-tp M]``: System 1 whole on rank 0 by default,
+    except an ``early_exit:N`` draft, which runs on the large model's shards."""
+    if tp is None and small_tp is None:
+        return {}
+    tp = 1 if tp is None else tp
+    if small_tp is None:
+        small_tp = tp if str(small).startswith("early_exit:") else 1
+    return {"tensor_parallel": tp, "small_tensor_parallel": small_tp}
+
+
 def _config(path: str):
     """The ``ModelConfig`` of a model folder or GGUF file (no weights read)."""
     from fsgen_engine.models.registry import resolve
