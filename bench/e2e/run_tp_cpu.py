@@ -1,0 +1,168 @@
+"""Tensor parallelism on the CPU: TP=2 over gloo against TP=1 on the embedded SmolLM2-135M, and the peak
+memory of loading one rank's shard against the whole model.
+
+    python bench/e2e/run_tp_cpu.py --tag cpu_smollm2     # -> bench/results/tp_<tag>.json / .md
+
+Per method (``large``; ``speculative`` with an ``early_exit:10`` draft on the large model's shards, and
+with the whole SmolLM2 as a TP=1 System 1 beside the TP=2 large): tokens/s at TP=1 and TP=2 (median of
+``--runs``), the ratio, and rank 0's share of step time spent in communication (the per-step broadcast,
+the all-reduces and the logits all-gather, timed around each call: the rest is compute). A CPU with two
+cores cannot show a TP speed-up (the ranks share the cores the TP=1 run had to itself); what this
+measures is the communication cost TP adds per step, which a GPU node's links shrink but never remove.
+
+Peak RSS: a fresh process loads the model (safetensors folder converted from the GGUF) whole or as rank
+0's shard of 2 and reports ``ru_maxrss`` above its baseline after imports.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, there was a little",
+           "The three laws of motion are"]
+
+
+def _timed_comm():
+    """Patch the TP collectives to add their wall time to a counter (rank 0 only reads it)."""
+    from fsgen_engine.models import tensor_parallel as T
+    from fsgen_engine.tp import runtime as R
+
+    acc = {"s": 0.0}
+
+    def wrap(fn):
+        def inner(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc["s"] += time.perf_counter() - t
+        return inner
+
+    T.TPShard.all_reduce = wrap(T.TPShard.all_reduce)
+    T.TPShard.gather_vocab = wrap(T.TPShard.gather_vocab)
+    R.TPRuntime.send_forward = wrap(R.TPRuntime.send_forward)
+    return acc
+
+
+def run_speed(folder: str, runs: int, max_new: int, batch: int) -> list[dict]:
+    from fsgen_engine import Engine, MethodOptions
+
+    acc = _timed_comm()
+    prompts = (PROMPTS * batch)[:batch]
+    cases = [("large", "early_exit:10", None, 1), ("large", "early_exit:10", None, 2),
+             ("speculative", "early_exit:10", None, 1), ("speculative", "early_exit:10", 2, 2),
+             ("speculative", folder, 1, 2)]
+    rows = []
+    for method, small, small_tp, tp in cases:
+        kw = dict(tensor_parallel=tp, small_tensor_parallel=small_tp or (tp if small.startswith("early_exit") else 1))
+        with Engine(folder, small, device="cpu", dtype="float32", max_batch=batch, **kw) as e:
+            opts = MethodOptions(num_draft_tokens=4)
+            e.generate(prompts[:1], method=method, options=opts, max_new_tokens=4, progress=False)  # warm-up
+            walls, comm = [], []
+            for _ in range(runs):
+                acc["s"] = 0.0
+                t = time.perf_counter()
+                outs = e.generate(prompts, method=method, options=opts, max_new_tokens=max_new, ignore_eos=True,
+                                  progress=False)
+                walls.append(time.perf_counter() - t)
+                comm.append(acc["s"])
+            tokens = sum(len(o.token_ids) for o in outs)
+            i = walls.index(statistics.median(walls)) if runs % 2 else 0
+            rows.append({"method": method, "small": "SmolLM2 (whole)" if small == folder else small, "tp": tp,
+                         "small_tp": kw["small_tensor_parallel"], "batch": batch, "tokens": tokens,
+                         "tokens_per_s": tokens / statistics.median(walls),
+                         "comm_share": comm[i] / walls[i] if tp > 1 else 0.0,
+                         "tokens_per_large_call": tokens / max(1, sum(o.stats.large_calls for o in outs))})
+            print(json.dumps(rows[-1]), flush=True)
+    base = {(r["method"], r["small"]): r["tokens_per_s"] for r in rows if r["tp"] == 1}
+    for r in rows:
+        b = base.get((r["method"], r["small"]))
+        r["ratio_vs_tp1"] = r["tokens_per_s"] / b if b else None
+    return rows
+
+
+_RSS_CHILD = r'''
+import json, resource, sys, torch
+from fsgen_engine.models import load_model
+from fsgen_engine.models.tensor_parallel import TPShard
+import transformers, safetensors  # imports first: the baseline counts them
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tp = None if sys.argv[2] == "whole" else TPShard(0, int(sys.argv[2]))
+m, _ = load_model(sys.argv[1], tokenizer=False, tp=tp)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"baseline_mib": base / 1024, "peak_above_baseline_mib": (peak - base) / 1024,
+                  "params": m.num_parameters()}))
+'''
+
+
+def run_rss(folder: str) -> list[dict]:
+    out = []
+    for how in ("whole", "2", "4"):
+        p = subprocess.run([sys.executable, "-c", _RSS_CHILD, folder, how], capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
+        row = json.loads(p.stdout.strip().splitlines()[-1])
+        row["load"] = "whole model" if how == "whole" else f"rank 0 of {how}"
+        out.append(row)
+        print(json.dumps(row), flush=True)
+    return out
+
+
+def smollm2_folder(tmp: str) -> str:
+    """The embedded GGUF as an fp32 safetensors folder (what a TP rank reads block by block)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fsgen_engine.benchmark.configs import default_model_path
+
+    gguf = default_model_path()
+    d, name = os.path.split(gguf)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, torch_dtype="float32")
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(d, gguf_file=name).save_pretrained(tmp)
+    return tmp
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--tag", default="cpu_smollm2")
+    ap.add_argument("--results-dir", default=str(ROOT / "bench/results"))
+    args = ap.parse_args()
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="fsgen_tp_") as tmp:
+        folder = smollm2_folder(tmp)
+        rss = run_rss(folder)
+        speed = run_speed(folder, args.runs, args.max_new_tokens, args.batch)
+    doc = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                       "torch_threads": torch.get_num_threads()},
+           "settings": vars(args), "speed": speed, "peak_rss": rss,
+           "notes": ["2-core machine shared with other work: ratios are within-run; TP=2 cannot be faster than "
+                     "TP=1 here (both ranks share the cores), the figure of interest is comm_share"]}
+    out = Path(args.results_dir) / f"tp_{args.tag}.json"
+    out.write_text(json.dumps(doc, indent=1))
+    lines = ["| method | System 1 | TP | System 1 TP | tokens/s | vs TP=1 | comm share |", "|---|---|---|---|---|---|---|"]
+    for r in speed:
+        lines.append(f"| {r['method']} | {r['small']} | {r['tp']} | {r['small_tp']} | {r['tokens_per_s']:.1f} | "
+                     f"{'-' if r['ratio_vs_tp1'] is None else format(r['ratio_vs_tp1'], '.2f')} | {r['comm_share']:.0%} |")
+    lines += ["", "| load | peak RSS above baseline (MiB) | parameters |", "|---|---|---|"]
+    lines += [f"| {r['load']} | {r['peak_above_baseline_mib']:.0f} | {r['params']:,} |" for r in rss]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
