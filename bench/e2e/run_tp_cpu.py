@@ -11,7 +11,7 @@ cores cannot show a TP speed-up (the ranks share the cores the TP=1 run had to i
 measures is the communication cost TP adds per step, which a GPU node's links shrink but never remove.
 
 Peak RSS: a fresh process loads the model (safetensors folder converted from the GGUF) whole or as rank
-0's shard of 2 and reports ``ru_maxrss`` above its baseline after imports.
+0's shard of 2 or 3 and reports its peak resident memory (``VmHWM``) above its baseline after imports.
 """
 from __future__ import annotations
 
@@ -93,22 +93,31 @@ def run_speed(folder: str, runs: int, max_new: int, batch: int) -> list[dict]:
 
 
 _RSS_CHILD = r'''
-import json, resource, sys, torch
+import json, sys, torch
 from fsgen_engine.models import load_model
 from fsgen_engine.models.tensor_parallel import TPShard
 import transformers, safetensors  # imports first: the baseline counts them
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def mib(key):  # VmHWM: this process's peak RSS (per address space, so not inherited across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+
+base = mib("VmHWM")
 tp = None if sys.argv[2] == "whole" else TPShard(0, int(sys.argv[2]))
 m, _ = load_model(sys.argv[1], tokenizer=False, tp=tp)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"baseline_mib": base / 1024, "peak_above_baseline_mib": (peak - base) / 1024,
-                  "params": m.num_parameters()}))
+# the whole model's weights stay memory-mapped (read on first use): touch every weight, as a forward would
+ts = [t for t in m.weights.values() if isinstance(t, torch.Tensor)]
+ts += [t for L in m.weights["layers"] for t in L.values() if isinstance(t, torch.Tensor)]
+float(sum(t.float().sum() for t in ts))
+print(json.dumps({"baseline_mib": base, "peak_above_baseline_mib": mib("VmHWM") - base,
+                  "rss_after_use_mib": mib("VmRSS") - base, "params": m.num_parameters()}))
 '''
 
 
 def run_rss(folder: str) -> list[dict]:
     out = []
-    for how in ("whole", "2", "4"):
+    for how in ("whole", "2", "3"):   # SmolLM2: 9 heads / 3 KV heads split over 2 or 3 ranks, not 4
         p = subprocess.run([sys.executable, "-c", _RSS_CHILD, folder, how], capture_output=True, text=True,
                            env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
         row = json.loads(p.stdout.strip().splitlines()[-1])
@@ -126,8 +135,15 @@ def smollm2_folder(tmp: str) -> str:
 
     gguf = default_model_path()
     d, name = os.path.split(gguf)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, torch_dtype="float32")
-    model.save_pretrained(tmp, safe_serialization=True)
+    from safetensors.torch import save_file
+
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype="float32")
+    model.config.__dict__.pop("quantization_config", None)   # dequantised already: a plain fp32 checkpoint
+    model.config.save_pretrained(tmp)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)   # HF's layout of a tied checkpoint: the embedding only
+    save_file(sd, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
     AutoTokenizer.from_pretrained(d, gguf_file=name).save_pretrained(tmp)
     return tmp
 
@@ -157,8 +173,10 @@ def main() -> int:
     for r in speed:
         lines.append(f"| {r['method']} | {r['small']} | {r['tp']} | {r['small_tp']} | {r['tokens_per_s']:.1f} | "
                      f"{'-' if r['ratio_vs_tp1'] is None else format(r['ratio_vs_tp1'], '.2f')} | {r['comm_share']:.0%} |")
-    lines += ["", "| load | peak RSS above baseline (MiB) | parameters |", "|---|---|---|"]
-    lines += [f"| {r['load']} | {r['peak_above_baseline_mib']:.0f} | {r['params']:,} |" for r in rss]
+    lines += ["", "| load | peak RSS above baseline (MiB) | RSS after touching every weight (MiB) | parameters |",
+              "|---|---|---|---|"]
+    lines += [f"| {r['load']} | {r['peak_above_baseline_mib']:.0f} | {r['rss_after_use_mib']:.0f} | {r['params']:,} |"
+              for r in rss]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -73,7 +73,9 @@ def load_hf_folder(folder: str, dtype: torch.dtype, device: torch.device, tp=Non
 
     def get_part(name: str, dim: int, lo: int, hi: int) -> torch.Tensor:
         sl = handle(name).get_slice(name)
-        return sl[lo:hi] if dim == 0 else sl[:, lo:hi]
+        # reads only the block's bytes; a block of rows comes back as a view of the memory-mapped file, so it
+        # is copied: a live view would keep the map, and every page the column slices read, resident
+        return sl[lo:hi].clone() if dim == 0 else sl[:, lo:hi]
 
     src = WeightSource(lambda n: handle(n).get_tensor(n), index.keys(), dtype, torch.device(device), folder,
                        get_part=get_part, get_shape=lambda n: handle(n).get_slice(n).get_shape())

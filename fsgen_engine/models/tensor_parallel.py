@@ -130,7 +130,10 @@ class ShardedWeights:
         self.src, self.tp = src, tp
 
     def full(self, name: str, required: bool = True):
-        return self.src.require(name) if required else self.src.get(name)
+        t = self.src.require(name) if required else self.src.get(name)
+        # a shard owns copies: a loader's zero-copy tensor would keep the whole memory-mapped file (and every
+        # page the slicing read) resident in this rank
+        return t.clone() if self.tp is not None and t is not None else t
 
     def rows(self, name: str, lo: int, hi: int, required: bool = True):
         """Output rows ``[lo, hi)`` (column-parallel weight, or its bias)."""

@@ -222,7 +222,7 @@ class TPRuntime:
 
     def fail(self, exc: BaseException) -> TPWorkerError:
         """The error to raise after a failed step: which rank failed and why; stops every worker."""
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + (0.0 if isinstance(exc, KeyboardInterrupt) else 3.0)
         while time.monotonic() < deadline and not self._dead_workers():
             time.sleep(0.05)   # a dying worker's report / exit reaches us within moments
         bad = self._dead_workers()

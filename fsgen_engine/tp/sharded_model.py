@@ -47,7 +47,10 @@ class ShardedModel:
                             int(kv.page_size), copies)
             logits = self.shard.forward(batch, kv)
         except BaseException as exc:
-            raise rt.fail(exc) from exc
+            err = rt.fail(exc)   # the ranks are out of step: stop them all
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise err from exc
         rt.dirty = False
         return logits
 

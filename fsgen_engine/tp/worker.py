@@ -82,7 +82,10 @@ def load_shards(loads: dict, rank: int, size: int, dtype: torch.dtype, device: t
 
 
 def die_with_parent() -> None:
-    """SIGKILL this process when its parent dies (Linux), so a killed driver leaves no worker behind."""
+    """SIGKILL this process when its parent dies (Linux), so a killed driver leaves no worker behind.
+
+    The kernel ties this to the thread that spawned the worker: an engine built in a thread that then
+    exits loses its workers (build it in a thread that lives as long as the engine, e.g. the main one)."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG

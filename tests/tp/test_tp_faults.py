@@ -102,3 +102,15 @@ def test_bad_timeout_setting(tp_folders, monkeypatch):
     monkeypatch.setenv("FSGEN_TP_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="FSGEN_TP_TIMEOUT='soon'"):
         Engine(tp_folders["large"], tp_folders["small"], tensor_parallel=2, **engine_kwargs())
+
+
+def test_more_ranks_than_gpus_is_refused():
+    import torch
+
+    from fsgen_engine.tp.runtime import rank_devices
+
+    visible = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=f"tensor_parallel={visible + 1} needs {visible + 1} GPUs from cuda:0 but "
+                                         f"{visible} are visible"):
+        rank_devices(torch.device("cuda", 0), visible + 1)
+    assert rank_devices(torch.device("cpu"), 3) == ["cpu"] * 3
