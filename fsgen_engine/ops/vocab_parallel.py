@@ -196,8 +196,8 @@ def greedy_verify_sharded(draft_tokens: torch.Tensor, merged_argmax: torch.Tenso
     check_tensor(name, "merged_argmax", merged_argmax, ndim=2, dtypes=(torch.int64,), device=draft_tokens.device)
     b, k = draft_tokens.shape
     if tuple(merged_argmax.shape) != (b, k + 1):
-        raise ValueError(f"{name}: merged_argmax has shape {tuple(merged_argmax.shape)} but draft_tokens is [{b}, {k}]; "
-                         f"it must be [B, K+1] = [{b}, {k + 1}] (one more position for the bonus token)")
+        raise ValueError(f"{name}: merged_argmax has shape {tuple(merged_argmax.shape)} but draft_tokens is "
+                         f"[{b}, {k}]; it must be [B, K+1] = [{b}, {k + 1}] (one more position for the bonus token)")
     if num_draft is None:
         num_draft = torch.full((b,), k, dtype=torch.int64, device=draft_tokens.device)
     else:
