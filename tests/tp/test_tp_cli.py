@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 import multiprocessing
 
+import pytest
+
 from fsgen_engine.cli import main
+
+# one xdist worker runs the tensor-parallel tests in order: each spawns ranks of its own, and one
+# spawned group per process is open at a time
+pytestmark = pytest.mark.xdist_group("tp")
 
 
 def _tokens(path) -> list:

@@ -8,6 +8,10 @@ import pytest
 from fsgen_engine import Engine, MethodOptions, SamplingParams
 from tests.tp.conftest import engine_kwargs
 
+# one xdist worker runs the tensor-parallel tests in order: each spawns ranks of its own, and one
+# spawned group per process is open at a time
+pytestmark = pytest.mark.xdist_group("tp")
+
 PROMPTS = [[1, 5, 6, 7], [1, 9, 10, 11, 12, 13, 14, 15, 16], [1, 20]]
 CASES = [
     ("large", None, MethodOptions()),

@@ -14,6 +14,10 @@ from fsgen_engine import Engine, MethodOptions
 from fsgen_engine.tp import TPWorkerError
 from tests.tp.conftest import engine_kwargs
 
+# one xdist worker runs the tensor-parallel tests in order: each spawns ranks of its own, and one
+# spawned group per process is open at a time
+pytestmark = pytest.mark.xdist_group("tp")
+
 PROMPTS = [[1, 5, 6, 7], [1, 20, 21]]
 
 

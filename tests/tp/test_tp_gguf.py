@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
+import pytest
+
 from fsgen_engine.models import load_model
 from fsgen_engine.models.tensor_parallel import TPShard
 from tests._embedded_model import requires_embedded_model, smollm2_gguf_path
 from tests.models._paged import PagedSeqs
 from tests.tp._ranks import run_ranks
+
+# one xdist worker runs the tensor-parallel tests in order: each spawns ranks of its own, and one
+# spawned group per process is open at a time
+pytestmark = pytest.mark.xdist_group("tp")
 
 STEPS = [({0: [1, 504, 3458, 282, 4649, 314], 1: [1, 2001]}, "all"), ({0: [77], 1: [400, 55]}, "last")]
 

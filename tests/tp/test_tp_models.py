@@ -13,6 +13,10 @@ from tests.models._paged import PagedSeqs
 from tests.models.conftest import FAMILIES, make_hf
 from tests.tp._ranks import run_ranks
 
+# one xdist worker runs the tensor-parallel tests in order: each spawns ranks of its own, and one
+# spawned group per process is open at a time
+pytestmark = pytest.mark.xdist_group("tp")
+
 STEPS = [({0: [5, 7, 9, 11, 3], 1: [4, 4]}, "all"), ({0: [8], 1: [100, 17, 20]}, "all"), ({0: [1], 1: [2]}, "last")]
 # fp32 logits of ~1: sharding reorders the sums of two all-reduces per layer (a few ulps per layer)
 ATOL = 2e-5

@@ -9,8 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fsgen_engine import Engine, MethodOptions
 from tests.tp.conftest import engine_kwargs
+
+# one xdist worker runs the tensor-parallel tests in order: each spawns ranks of its own, and one
+# spawned group per process is open at a time
+pytestmark = pytest.mark.xdist_group("tp")
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,9 +2,15 @@
 draft on the large model's shards. (One spawned group per process: each test closes its engine.)"""
 from __future__ import annotations
 
+import pytest
+
 from fsgen_engine import Engine, MethodOptions
 from tests.tp.conftest import engine_kwargs
 from tests.tp.test_tp_engine import CASES, _gen, _key
+
+# one xdist worker runs the tensor-parallel tests in order: each spawns ranks of its own, and one
+# spawned group per process is open at a time
+pytestmark = pytest.mark.xdist_group("tp")
 
 
 def test_small_sharded_too(tp_folders):
