@@ -15,10 +15,16 @@ class LargeOnly(Method):
     model_ids = ("large",)
 
     def step(self, rows):
-        z = self.runner.extend("large", rows)[:, 0]
-        tok = self.sampler.choose(z)
-        am = tok if self.sampler.greedy else torch.argmax(z, dim=-1)
-        tok_h, am_h, *tl_h = to_host(tok, am, *self.topk(z))
+        if self.sampler.greedy and not self.cfg.trace_topk and self.runner.vocab_sharded("large"):
+            # tensor parallel, greedy: the ranks merge (max, id) pairs; no logits are gathered
+            am = self.runner.extend("large", rows, output="argmax")[:, 0]
+            tok_h, am_h = to_host(am, am)
+            tl_h = []
+        else:
+            z = self.runner.extend("large", rows)[:, 0]
+            tok = self.sampler.choose(z)
+            am = tok if self.sampler.greedy else torch.argmax(z, dim=-1)
+            tok_h, am_h, *tl_h = to_host(tok, am, *self.topk(z))
         return [StepResult(tokens=[tok_h[b]], source=["large"], large_argmax=am_h[b:b + 1],
                            large_topk=topk_rows(tl_h, b), large_calls=1) for b in range(len(rows))]
 

@@ -81,6 +81,14 @@ class Speculative(Method):
         uniform = all(k == K for k in ks)
         counts = None if uniform else ks
         n_log = K + 1 if uniform else [k + 1 for k in ks]
+        num_draft = None if uniform else run.tensor(ks)
+        q = torch.stack(qs, dim=1) if qs else None
+        if samp.greedy and not fused and not self.cfg.trace_topk and run.vocab_sharded("large"):
+            # tensor parallel, greedy: verification needs the large model's argmax only, merged from the
+            # ranks' (max, id) pairs instead of gathering [B, K+1, V] logits
+            la = run.extend("large", rows, tail=drafts, tail_counts=counts, n_logits=n_log, output="argmax")
+            na, nxt = ops.greedy_verify_sharded(drafts, la, num_draft)
+            return self._results(rows, ks, drafts, na, nxt, stats, tks, la, [])
         zl = run.extend("large", rows, tail=drafts, tail_counts=counts, n_logits=n_log)
         if not fused:
             target = zl
@@ -97,13 +105,17 @@ class Speculative(Method):
                 target = ops.fuse_logits(zl.reshape(-1, V), z1.reshape(-1, V), method=self.cfg.fuse,
                                          alpha=self.cfg.alpha, beta=self.cfg.beta, weights=self.cfg.weights)
             target = target.view(B, K + 1, -1)
-        num_draft = None if uniform else run.tensor(ks)
-        q = torch.stack(qs, dim=1) if qs else None
         na, nxt = ops.verify(drafts, target, draft_probs=q, num_draft=num_draft, params=samp.params(B),
                              generator=samp.generator, _validated=True)
+        return self._results(rows, ks, drafts, na, nxt, stats, tks, torch.argmax(zl, -1), self.topk(zl))
+
+    def _results(self, rows, ks, drafts, na, nxt, stats, tks, large_argmax, large_topk) -> list[StepResult]:
+        """One round's step results (one host copy), then every model drops what it was fed past the
+        accepted drafts."""
+        run = self.runner
         ts = stack_topk(tks)   # the drafter's top-K per draft position [B, K, k]
         h_d, h_na, h_nx, h_st, h_la, *h_tk = to_host(drafts, na, nxt, torch.stack(stats, dim=1),
-                                                      torch.argmax(zl, -1), *ts, *self.topk(zl))
+                                                      large_argmax, *ts, *large_topk)
         h_ts, h_tl = h_tk[:len(ts)], h_tk[len(ts):]
         valid, out = [], []
         for b, r in enumerate(rows):

@@ -47,6 +47,7 @@ class CausalLM:
 
     def _set_shard(self, tp: TPShard | None, global_config: ModelConfig, embed_lo: int, lm_head_rows: int) -> None:
         self.tp, self.global_config, self.embed_lo, self.lm_head_rows = tp, global_config, embed_lo, lm_head_rows
+        self.lm_head_lo = tp.block(lm_head_rows)[0]   # first vocabulary row of this rank's LM-head block
 
     # ---------------------------------------------------------------- metadata
     @property
@@ -124,11 +125,15 @@ class CausalLM:
     # ---------------------------------------------------------------- forward
     # no_grad, not inference_mode: callers may edit the returned logits in place outside inference mode
     @torch.no_grad()
-    def forward(self, batch: ForwardBatch, kv) -> torch.Tensor:
+    def forward(self, batch: ForwardBatch, kv, *, output: str = "logits", vocab_limit: int | None = None
+                ) -> torch.Tensor:
         """Logits ``[M, V]`` float32 of the rows ``batch.logits_indices`` after storing the batch's K/V.
 
         ``kv``: a ``ModelKVCache`` with at least ``num_layers`` layers of ``[P, S, num_kv_heads, head_dim]``
-        in ``dtype``. Prefill, extend and decode go through this one path.
+        in ``dtype``. Prefill, extend and decode go through this one path. ``output="argmax"`` returns
+        the greedy tokens ``[M]`` int64 over the first ``vocab_limit`` ids instead (NaN never chosen, ties
+        to the lowest id): under tensor parallelism each rank reduces its vocabulary block to (max, id)
+        and only those are gathered, not the ``M x V`` logits (``ops.vocab_parallel``).
         """
         if len(kv.k) < self.num_layers:
             raise ValueError(f"kv has {len(kv.k)} layers but this model runs {self.num_layers}; allocate it with "
@@ -140,9 +145,18 @@ class CausalLM:
         x = x[batch.logits_indices]
         x = self._final_norm(x)
         logits = F.linear(x, self.weights["lm_head"]).float()
+        if output == "argmax":
+            return self._argmax(logits, vocab_limit)
         if self.tp is not None:
             logits = self.tp.gather_vocab(logits, self.lm_head_rows)
         return logits
+
+    def _argmax(self, logits: torch.Tensor, vocab_limit: int | None) -> torch.Tensor:
+        lo = self.lm_head_lo if self.tp is not None else 0
+        if vocab_limit is not None and lo + logits.shape[1] > vocab_limit:
+            logits[:, max(0, vocab_limit - lo):] = float("-inf")   # padding rows beyond the shared vocabulary
+        part = ops.argmax_partial(logits, lo)
+        return ops.merge_argmax(self.tp.all_gather(part) if self.tp is not None else part[None])
 
     __call__ = forward
 

@@ -99,6 +99,14 @@ class TPShard:
         dist.all_reduce(x, group=self.group)
         return x
 
+    def all_gather(self, x: torch.Tensor) -> torch.Tensor:
+        """``[R, *x.shape]``: every rank's ``x`` (same shape on every rank), in rank order."""
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(x) for _ in range(self.size)]
+        dist.all_gather(parts, x.contiguous(), group=self.group)
+        return torch.stack(parts)
+
     def gather_vocab(self, local: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """Full logits ``[M, vocab_size]`` on every rank from each rank's block ``[M, V_r]`` (padded to the
         largest block for the all-gather, then trimmed)."""

@@ -28,11 +28,19 @@ class StepRunner:
         self._pin = self.device.type == "cuda"
 
     # -------------------------------------------------------------- forward
+    def vocab_sharded(self, model_id: str) -> bool:
+        """True when ``model_id`` runs tensor-parallel: ``extend(..., output="argmax")`` then moves
+        ``B x n`` (max, id) pairs between ranks instead of ``B x n x V`` logits."""
+        return getattr(self.models[model_id], "tp_size", 1) > 1
+
     def extend(self, model_id: str, rows: Sequence, *, tail: torch.Tensor | None = None,
-               tail_counts: Sequence[int] | None = None, n_logits: int | Sequence[int] = 1) -> torch.Tensor:
+               tail_counts: Sequence[int] | None = None, n_logits: int | Sequence[int] = 1,
+               output: str = "logits") -> torch.Tensor:
         """Feed ``rows[b].tokens[kv_len:]`` then ``tail[b, :tail_counts[b]]`` (device ``[B, E]`` int64)
         for every row; return logits ``[B, max(n), V]``: entry ``j`` of row ``b`` is position
-        ``fed_b - n_b + min(j, n_b - 1)`` of its fed tokens (short rows repeat their last position)."""
+        ``fed_b - n_b + min(j, n_b - 1)`` of its fed tokens (short rows repeat their last position).
+        ``output="argmax"`` (a tensor-parallel model only, see ``vocab_sharded``): the greedy tokens
+        ``[B, max(n)]`` int64 of those positions instead (NaN never chosen, ties to the lowest id)."""
         pool = self.pool
         B = len(rows)
         seqs = [r.seq_id for r in rows]
@@ -77,6 +85,9 @@ class StepRunner:
                 batch.input_ids[d] = tail.reshape(-1)[s]
             if not uniform_last:
                 batch.logits_indices = dev[off:]
+        if output == "argmax":
+            return self.models[model_id].forward(batch, pool.cache(model_id), output="argmax",
+                                                 vocab_limit=self.vocab).view(B, nmax)
         graph = self.graphs.get(model_id)
         q = int(fed[0])
         if graph is not None and (fed == q).all() and all(n == nmax for n in ns) and graph.accepts(batch, q, nmax):

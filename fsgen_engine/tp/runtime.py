@@ -240,11 +240,11 @@ class TPRuntime:
                                 "create a new Engine")
 
     def send_forward(self, model: int, layers: int, cache: int, batch, num_pages: int, page_size: int,
-                     copies: list) -> None:
+                     copies: list, argmax_limit: int | None = None) -> None:
         import torch.distributed as dist
 
         h = wire.header(wire.FORWARD, self.device, model=model, layers=layers, cache=cache, batch=batch,
-                        num_pages=num_pages, page_size=page_size, copies=len(copies))
+                        num_pages=num_pages, page_size=page_size, copies=len(copies), argmax_limit=argmax_limit)
         dist.broadcast(h, src=0)
         dist.broadcast(wire.payload(batch, copies), src=0)
 

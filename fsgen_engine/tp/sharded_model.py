@@ -36,16 +36,19 @@ class ShardedModel:
         return getattr(self.shard, name)
 
     @torch.no_grad()
-    def forward(self, batch: ForwardBatch, kv) -> torch.Tensor:
-        """Logits ``[M, V]`` float32 of the whole vocabulary (see ``CausalLM.forward``)."""
+    def forward(self, batch: ForwardBatch, kv, *, output: str = "logits", vocab_limit: int | None = None
+                ) -> torch.Tensor:
+        """Logits ``[M, V]`` float32 of the whole vocabulary, or with ``output="argmax"`` the greedy tokens
+        ``[M]`` from the ranks' merged (max, id) pairs (see ``CausalLM.forward``)."""
         rt = self.runtime
         rt.check_open()
         rt.dirty = True
         try:
             copies, self.pending_copies = self.pending_copies, []
+            limit = None if output == "logits" else int(vocab_limit or self.shard.vocab_size)
             rt.send_forward(self.index, self.shard.num_layers, self.cache_index, batch, int(kv.k[0].shape[0]),
-                            int(kv.page_size), copies)
-            logits = self.shard.forward(batch, kv)
+                            int(kv.page_size), copies, limit)
+            logits = self.shard.forward(batch, kv, output=output, vocab_limit=limit)
         except BaseException as exc:
             err = rt.fail(exc)   # the ranks are out of step: stop them all
             if isinstance(exc, KeyboardInterrupt):

@@ -13,19 +13,23 @@ import torch
 from fsgen_engine.core import ForwardBatch
 
 FORWARD, STOP, END_GENERATE = 1, 2, 3
-HEADER = 13
-# header slots (_COPIES: copy-on-write page copies rank 0's pool made since this cache's last forward)
-_CMD, _MODEL, _LAYERS, _CACHE, _N, _B, _M, _W, _MAXQ, _MAXS, _PAGES, _PAGE_SIZE, _COPIES = range(HEADER)
+HEADER = 15
+# header slots (_COPIES: copy-on-write page copies rank 0's pool made since this cache's last forward;
+# _ARGMAX: 1 = the forward returns greedy tokens over the first _LIMIT ids, 0 = logits)
+(_CMD, _MODEL, _LAYERS, _CACHE, _N, _B, _M, _W, _MAXQ, _MAXS, _PAGES, _PAGE_SIZE, _COPIES, _ARGMAX,
+ _LIMIT) = range(HEADER)
 
 
 def header(cmd: int, device: torch.device, *, model: int = 0, layers: int = 0, cache: int = 0,
-           batch: ForwardBatch | None = None, num_pages: int = 0, page_size: int = 0, copies: int = 0) -> torch.Tensor:
+           batch: ForwardBatch | None = None, num_pages: int = 0, page_size: int = 0, copies: int = 0,
+           argmax_limit: int | None = None) -> torch.Tensor:
     h = [0] * HEADER
     h[_CMD], h[_MODEL], h[_LAYERS], h[_CACHE] = cmd, model, layers, cache
     if batch is not None:
         h[_N], h[_B], h[_M] = batch.num_tokens, batch.batch_size, int(batch.logits_indices.shape[0])
         h[_W], h[_MAXQ], h[_MAXS] = int(batch.page_table.shape[1]), int(batch.max_q_len), int(batch.max_seq_len)
     h[_PAGES], h[_PAGE_SIZE], h[_COPIES] = num_pages, page_size, copies
+    h[_ARGMAX], h[_LIMIT] = int(argmax_limit is not None), argmax_limit or 0
     return torch.tensor(h, dtype=torch.int64).to(device)
 
 
@@ -58,4 +62,5 @@ def unpack(h: list[int], flat: torch.Tensor) -> tuple[ForwardBatch, torch.Tensor
 
 def fields(h: list[int]) -> dict:
     return {"cmd": h[_CMD], "model": h[_MODEL], "layers": h[_LAYERS], "cache": h[_CACHE],
-            "num_pages": h[_PAGES], "page_size": h[_PAGE_SIZE]}
+            "num_pages": h[_PAGES], "page_size": h[_PAGE_SIZE],
+            "output": "argmax" if h[_ARGMAX] else "logits", "vocab_limit": h[_LIMIT] if h[_ARGMAX] else None}

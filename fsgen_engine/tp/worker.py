@@ -68,7 +68,7 @@ class ShardServer:
             kv = self.cache(f["cache"], model, f["num_pages"], f["page_size"])
             if src.numel():
                 copy_pages(kv, src, dst)   # rank 0's copy-on-write copies, on this rank's heads
-            model.forward(batch, kv)
+            model.forward(batch, kv, output=f["output"], vocab_limit=f["vocab_limit"])
 
 
 def load_shards(loads: dict, rank: int, size: int, dtype: torch.dtype, device: torch.device) -> dict:

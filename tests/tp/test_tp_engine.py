@@ -68,3 +68,18 @@ def test_sampled_equals_single_process(single, tp2, method):
 def test_graph_status_says_why_eager(tp2):
     assert "tensor parallel" in tp2.graph_status["large"] or tp2.graph_status["large"] == "off"
     assert tp2.models["large"].tp_size == 2 and not hasattr(tp2.models["small"], "tp_size")
+
+
+@pytest.mark.parametrize("method,options", [("large", MethodOptions()),
+                                            ("speculative", MethodOptions(num_draft_tokens=3)),
+                                            ("speculative", MethodOptions(num_draft_tokens=2, adaptive_draft=True))])
+def test_greedy_large_side_gathers_no_logits(single, tp2, monkeypatch, method, options):
+    # greedy decoding and greedy verification need the large model's argmax only: the ranks merge
+    # (max, id) pairs (ops.vocab_parallel) and the [B, V] logits all-gather never runs
+    from fsgen_engine.models.tensor_parallel import TPShard
+
+    def refuse(*a, **k):
+        raise AssertionError("the logits were gathered")
+
+    monkeypatch.setattr(TPShard, "gather_vocab", refuse)
+    assert _key(_gen(tp2, method, None, options)) == _key(_gen(single, method, None, options))
