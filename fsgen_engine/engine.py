@@ -65,7 +65,10 @@ class Engine:
     graphs of the uniform decode and verify steps (None = ``FSGEN_CUDA_GRAPHS``, on by default; only
     on CUDA; ``engine.graph_status`` says per model whether graphs are used and why not; they cover
     decode and the verification of every K ``generate`` accepts, up to ``GRAPH_MAX_Q_LEN`` tokens per
-    row).
+    row). ``tensor_parallel=N``: the large model sharded over N ranks (worker processes this engine
+    starts, or a ``torchrun`` launch; models given as paths); ``small_tensor_parallel``: System 1 whole
+    on rank 0 (1) or sharded the same way (N). See ``fsgen_engine/tp``; ``close()`` or ``with
+    Engine(...) as e:`` stops the workers.
     """
 
     def __init__(self, large, small, small_ft=None, *, device="auto", dtype="auto", kv_memory=None,
@@ -344,5 +347,6 @@ class Engine:
     def __repr__(self) -> str:
         return (f"Engine(large={self.names.get('large')!r}, small={self.names.get('small')!r}, "
                 f"small_ft={self.names.get('small_ft')!r}, device={self.device}, dtype={self.dtype}, "
-                f"kv_pages={self.kv.num_pages}x{self.kv.page_size})")
+                f"kv_pages={self.kv.num_pages}x{self.kv.page_size}"
+                + (f", tensor_parallel={self._tp.size}" if self._tp is not None else "") + ")")
 

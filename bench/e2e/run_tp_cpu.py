@@ -60,11 +60,18 @@ def run_speed(folder: str, runs: int, max_new: int, batch: int) -> list[dict]:
 
     acc = _timed_comm()
     prompts = (PROMPTS * batch)[:batch]
-    cases = [("large", "early_exit:10", None, 1), ("large", "early_exit:10", None, 2),
-             ("speculative", "early_exit:10", None, 1), ("speculative", "early_exit:10", 2, 2),
-             ("speculative", folder, 1, 2)]
+    from fsgen_engine.runtime.executor import StepRunner
+
+    sharded = StepRunner.vocab_sharded
+    # (method, System 1, its TP, TP, large-side logits: "merge" = the ranks' (max, id) pairs, the default
+    # for greedy; "gather" = the [B, n, V] all-gather forced, as sampling and fused targets need)
+    cases = [("large", "early_exit:10", None, 1, "-"), ("large", "early_exit:10", None, 2, "merge"),
+             ("large", "early_exit:10", None, 2, "gather"),
+             ("speculative", "early_exit:10", None, 1, "-"), ("speculative", "early_exit:10", 2, 2, "merge"),
+             ("speculative", "early_exit:10", 2, 2, "gather"), ("speculative", folder, 1, 2, "merge")]
     rows = []
-    for method, small, small_tp, tp in cases:
+    for method, small, small_tp, tp, path in cases:
+        StepRunner.vocab_sharded = sharded if path != "gather" else (lambda self, m: False)
         kw = dict(tensor_parallel=tp, small_tensor_parallel=small_tp or (tp if small.startswith("early_exit") else 1))
         with Engine(folder, small, device="cpu", dtype="float32", max_batch=batch, **kw) as e:
             opts = MethodOptions(num_draft_tokens=4)
@@ -80,11 +87,13 @@ def run_speed(folder: str, runs: int, max_new: int, batch: int) -> list[dict]:
             tokens = sum(len(o.token_ids) for o in outs)
             i = walls.index(statistics.median(walls)) if runs % 2 else 0
             rows.append({"method": method, "small": "SmolLM2 (whole)" if small == folder else small, "tp": tp,
+                         "large_logits": path,
                          "small_tp": kw["small_tensor_parallel"], "batch": batch, "tokens": tokens,
                          "tokens_per_s": tokens / statistics.median(walls),
                          "comm_share": comm[i] / walls[i] if tp > 1 else 0.0,
                          "tokens_per_large_call": tokens / max(1, sum(o.stats.large_calls for o in outs))})
             print(json.dumps(rows[-1]), flush=True)
+    StepRunner.vocab_sharded = sharded
     base = {(r["method"], r["small"]): r["tokens_per_s"] for r in rows if r["tp"] == 1}
     for r in rows:
         b = base.get((r["method"], r["small"]))
@@ -169,9 +178,11 @@ def main() -> int:
                      "TP=1 here (both ranks share the cores), the figure of interest is comm_share"]}
     out = Path(args.results_dir) / f"tp_{args.tag}.json"
     out.write_text(json.dumps(doc, indent=1))
-    lines = ["| method | System 1 | TP | System 1 TP | tokens/s | vs TP=1 | comm share |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | System 1 | TP | System 1 TP | large-side logits | tokens/s | vs TP=1 | comm share |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in speed:
-        lines.append(f"| {r['method']} | {r['small']} | {r['tp']} | {r['small_tp']} | {r['tokens_per_s']:.1f} | "
+        lines.append(f"| {r['method']} | {r['small']} | {r['tp']} | {r['small_tp']} | {r['large_logits']} | "
+                     f"{r['tokens_per_s']:.1f} | "
                      f"{'-' if r['ratio_vs_tp1'] is None else format(r['ratio_vs_tp1'], '.2f')} | {r['comm_share']:.0%} |")
     lines += ["", "| load | peak RSS above baseline (MiB) | RSS after touching every weight (MiB) | parameters |",
               "|---|---|---|---|"]
