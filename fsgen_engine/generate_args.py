@@ -18,7 +18,7 @@ import torch
 from fsgen_engine.core.sampling import SamplingParams
 from fsgen_engine.methods import METHODS, models_needed
 from fsgen_engine.methods.base import MethodConfig
-from fsgen_engine.methods.draft_stop import parse_draft_stop
+from fsgen_engine.methods.draft_stop import MAX_SKIP_ROUNDS, parse_draft_stop
 from fsgen_engine.routers import parse_router
 
 TARGETS = (None, "large", "contrastive", "proxy")
@@ -34,7 +34,9 @@ class MethodOptions:
         "contrastive" or "proxy" (lossless w.r.t. the fused distribution). draft_stop: speculative
         only, stop a row's drafting where System 1 is unsure of the token it just drafted:
         ``"entropy:T"``, ``"max_prob:T"``, ``"margin:T"`` or ``"learned:PATH"`` (the router grammar;
-        methods/draft_stop.py); None = draft K every round.
+        methods/draft_stop.py); None = draft K every round. draft_backoff: with draft_stop, after a
+        row's rule fires on its first draft the row skips the drafter for 1, 2, 4, ... up to
+        ``draft_backoff`` rounds (plain large steps; large target only); 0 = never skip.
     alpha, beta, preset: fusion parameters. contrastive: preset ``"fsgen"`` (default; alpha 0.1,
         beta 0.5), ``"obrien"``, or weights ``(w_l, w_s)``; proxy: alpha (default 1.0).
     mismatch_reference: proxy only, ``"small"`` (the small base model's argmax, FS-GEN, default) or
@@ -46,6 +48,7 @@ class MethodOptions:
     adaptive_draft: bool = False
     target: str | None = None
     draft_stop: str | None = None
+    draft_backoff: int = MAX_SKIP_ROUNDS
     alpha: float | None = None
     beta: float | None = None
     preset: str | tuple | None = None
@@ -164,9 +167,18 @@ def method_config(models: dict, *, method, router, options: MethodOptions, trace
     draft_stop = o.draft_stop
     if draft_stop is not None and method != "speculative":
         raise ValueError(f"draft_stop={draft_stop!r} is only used with method='speculative' (got method={method!r})")
+    draft_backoff = o.draft_backoff
+    if isinstance(draft_backoff, bool) or not isinstance(draft_backoff, numbers.Integral) \
+            or not 0 <= draft_backoff <= MAX_DRAFT_TOKENS:
+        raise ValueError(f"draft_backoff={draft_backoff!r} must be an integer in [0, {MAX_DRAFT_TOKENS}] (rounds a row "
+                         f"skips the drafter after its draft_stop rule fired on the first draft; 0 = never skip)")
+    if draft_backoff != MAX_SKIP_ROUNDS and draft_stop is None:
+        raise ValueError(f"draft_backoff={draft_backoff!r} is only used with draft_stop=...; pass a draft_stop rule "
+                         f"or leave draft_backoff at its default")
     cfg = MethodConfig(method=method, router=rt, fuse=fuse, alpha=alpha, beta=beta, weights=weights,
                        num_draft_tokens=int(num_draft_tokens), adaptive_draft=bool(o.adaptive_draft),
-                       target=target, draft_stop=parse_draft_stop(draft_stop), mismatch_reference=mismatch_reference or "small",
+                       target=target, draft_stop=parse_draft_stop(draft_stop), draft_backoff=int(draft_backoff),
+                       mismatch_reference=mismatch_reference or "small",
                        bild_rollback=float(bild_rollback), bild_max_small=int(bild_max_small),
                        trace_topk=int(trace_topk))
     return cfg

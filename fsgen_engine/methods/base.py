@@ -34,6 +34,8 @@ class MethodConfig:
     adaptive_draft: bool = False
     target: str | None = None             # speculative: None (large) | "contrastive" | "proxy"
     draft_stop: object = None             # speculative: None | a routers.Router (methods/draft_stop.py)
+    draft_backoff: int = 8                # draft_stop: longest back-off after a first-draft fire (0 = off;
+                                          # default = methods/draft_stop.py MAX_SKIP_ROUNDS)
     mismatch_reference: str = "small"     # proxy: "small" (base argmax, FS-GEN) | "small_ft"
     bild_rollback: float = 5.0
     bild_max_small: int = 10

@@ -28,8 +28,9 @@ from fsgen_engine.routers import Router, parse_router
 STOP_K, STOP_RULE, STOP_EOS, STOP_SKIP = 0, 1, 2, 3
 STOP_NAMES = ("k", "rule", "eos", "skip")
 # Back-off after a round whose rule fired on the first draft (target = the large model only): the row
-# skips the drafter for the next s rounds (plain large steps), s = 1, 2, 4, ... up to this, reset to 1
-# by a round that drafts. Where System 1 is unsure for long stretches the drafter step whose only use
+# skips the drafter for the next s rounds (plain large steps), s = 1, 2, 4, ... up to this (the default
+# of MethodOptions.draft_backoff, which sets the cap; 0 turns the back-off off), reset to 1 by a round
+# that drafts. Where System 1 is unsure for long stretches the drafter step whose only use
 # is to fire the rule stops being paid on every token, so the round cost tends to one large step.
 MAX_SKIP_ROUNDS = 8
 DRAFT_STOP_FORMS = "entropy:T, max_prob:T, margin:T, learned:PATH (or never / always)"

@@ -25,7 +25,7 @@ import torch
 
 from fsgen_engine import ops
 from fsgen_engine.methods.base import StepResult, topk_rows
-from fsgen_engine.methods.draft_stop import (MAX_SKIP_ROUNDS, STOP_EOS, STOP_K, STOP_NAMES, STOP_RULE, STOP_SKIP,
+from fsgen_engine.methods.draft_stop import (STOP_EOS, STOP_K, STOP_NAMES, STOP_RULE, STOP_SKIP,
                                              AlivePoll)
 from fsgen_engine.runtime.executor import to_host
 
@@ -163,9 +163,9 @@ def gated_step(m, rows: list) -> list[StepResult]:
         sid = r.seq_id
         if reason == STOP_SKIP:
             m.skip[sid] -= 1
-        elif reason == STOP_RULE and L == 0 and not fused:
-            m.skip[sid] = m.backoff.get(sid, 1)
-            m.backoff[sid] = min(2 * m.skip[sid], MAX_SKIP_ROUNDS)
+        elif reason == STOP_RULE and L == 0 and not fused and m.cfg.draft_backoff > 0:
+            m.skip[sid] = min(m.backoff.get(sid, 1), m.cfg.draft_backoff)
+            m.backoff[sid] = min(2 * m.skip[sid], m.cfg.draft_backoff)
         else:
             m.backoff[sid] = 1
         if m.cfg.adaptive_draft and reason != STOP_SKIP:

@@ -27,8 +27,9 @@ def entropy(z: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def reference_rounds(large, small, prompt, n, K, T):
-    """Greedy gated speculative decoding by full recompute: [(drafted, stop, accepted)], tokens."""
+def reference_rounds(large, small, prompt, n, K, T, max_skip=MAX_SKIP_ROUNDS):
+    """Greedy gated speculative decoding by full recompute: [(drafted, stop, accepted)], tokens.
+    ``max_skip``: the back-off cap (``draft_backoff``; 0 = a first-draft fire never skips a round)."""
     toks, rounds = list(prompt), []
     skip, backoff = 0, 1
     while len(toks) - len(prompt) < n:
@@ -51,8 +52,9 @@ def reference_rounds(large, small, prompt, n, K, T):
             a += 1
         toks += drafts[:a] + [greedy[a]]
         rounds.append((len(drafts), stop, a))
-        if stop == "rule" and not drafts:
-            skip, backoff = backoff, min(2 * backoff, MAX_SKIP_ROUNDS)
+        if stop == "rule" and not drafts and max_skip:
+            skip = min(backoff, max_skip)
+            backoff = min(2 * skip, max_skip)
         else:
             backoff = 1
     return rounds, toks[len(prompt):len(prompt) + n]
@@ -125,6 +127,40 @@ def test_greedy_equals_large_and_reference_rounds(toy_engine, far_engine, hf_mod
         assert eng.kv.num_free_pages == eng.kv.num_pages
     # the rule fired at several draft positions (0 = the round was one large step)
     assert len(seen) >= 3
+
+
+@pytest.mark.parametrize("backoff", [0, 3])
+def test_draft_backoff_cap_matches_reference(toy_engine, hf_models, backoff):
+    """draft_backoff=0 (never skip) and a cap of 3: greedy output equals large's and every round's
+    (drafted, stop, accepted) equals the reference with that cap."""
+    large = [o.token_ids for o in toy_engine.generate(PROMPTS, method="large", max_new_tokens=N, ignore_eos=True,
+                                                      progress=False)]
+    outs = run(toy_engine, num_draft_tokens=4, draft_stop="entropy:1.5", draft_backoff=backoff)
+    assert [o.token_ids for o in outs] == large
+    stops = []
+    for p, o in zip(PROMPTS, outs):
+        rounds, toks = reference_rounds(hf_models["large"], hf_models["small"], p, N, 4, 1.5, max_skip=backoff)
+        assert toks == o.token_ids
+        assert list(zip(o.trace.rounds["drafted"], o.trace.rounds["stop"], o.trace.rounds["accepted"])) == rounds
+        stops += o.trace.rounds["stop"]
+    assert ("skip" in stops) == (backoff > 0) and stops.count("rule") >= 2
+
+
+def test_draft_backoff_off_always_rule(far_engine):
+    """draft_stop=always without back-off: every round runs the drafter once and fires (no skip rounds)."""
+    for o in run(far_engine, num_draft_tokens=3, draft_stop="always", draft_backoff=0):
+        assert set(o.trace.rounds["stop"]) == {"rule"} and o.stats.draft_stops == N and o.stats.draft_tokens == 0
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, 65, "2"])
+def test_bad_draft_backoff(toy_engine, bad):
+    with pytest.raises(ValueError, match=f"draft_backoff={bad!r}"):
+        run(toy_engine, draft_stop="entropy:1", draft_backoff=bad)
+
+
+def test_draft_backoff_needs_draft_stop(toy_engine):
+    with pytest.raises(ValueError, match="draft_backoff=2 is only used with draft_stop"):
+        run(toy_engine, draft_backoff=2)
 
 
 def test_gate_fires_at_every_position(toy_engine, hf_models):
