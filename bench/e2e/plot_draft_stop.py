@@ -3,6 +3,11 @@
 threshold per early-exit draft and batch size, fixed K / adaptive K / large / HF assisted as lines.
 
     python bench/e2e/plot_draft_stop.py bench/results/draft_stop_cpu_smollm2.json
+
+The .md starts with a summary per (draft, batch): the best fixed K, adaptive K, the best and worst
+threshold with and without back-off, the recommended rule and HF assisted, as tokens/s and as ratios
+to ``large`` and to the best fixed K; the run-to-run spread (max - min over median, worst row of the
+group) says how much of a difference is noise. The full table follows.
 """
 from __future__ import annotations
 
@@ -14,22 +19,69 @@ def _f(v, nd=2):
     return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
+def _spread(r) -> float:
+    xs = r["tokens_per_s_runs"]
+    return (max(xs) - min(xs)) / r["tokens_per_s"]
+
+
+def groups(doc: dict) -> list[tuple[int, int, list]]:
+    keys = sorted({(r["early_exit"], r["batch"]) for r in doc["rows"]})
+    return [(n, b, [r for r in doc["rows"] if (r["early_exit"], r["batch"]) == (n, b)]) for n, b in keys]
+
+
+def _gates(rows, backoff: bool):
+    return [r for r in rows if r.get("kind") == "gate" and (r.get("backoff") != 0) == backoff]
+
+
+def summary(doc: dict) -> str:
+    head = ("N", "batch", "large tok/s", "best fixed K", "adaptive K", "gate best T", "gate worst T",
+            "gate best T, no back-off", "recommended", "HF assisted", "run spread")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(r, best_k):
+        if r is None:
+            return "-"
+        lab = f"T={r['threshold']:g}: " if r.get("threshold") is not None else ""
+        return f"{lab}{r['tokens_per_s']:.1f} ({r['x_large']:.2f}x large, {r['tokens_per_s'] / best_k:.2f}x best K)"
+
+    for n, b, rows in groups(doc):
+        by = {r["kind"]: r for r in rows if r.get("kind") in ("large", "adaptive", "hf-assisted", "recommended")}
+        fixed = max((r for r in rows if r.get("kind") == "fixed"), key=lambda r: r["tokens_per_s"])
+        bk = fixed["tokens_per_s"]
+        gb, gn = _gates(rows, True), _gates(rows, False)
+        lines.append("| " + " | ".join([
+            str(n), str(b), f"{by['large']['tokens_per_s']:.1f}",
+            f"K={fixed['K']}: {fixed['tokens_per_s']:.1f} ({fixed['x_large']:.2f}x large)",
+            cell(by.get("adaptive"), bk),
+            cell(max(gb, key=lambda r: r["tokens_per_s"]) if gb else None, bk),
+            cell(min(gb, key=lambda r: r["tokens_per_s"]) if gb else None, bk),
+            cell(max(gn, key=lambda r: r["tokens_per_s"]) if gn else None, bk),
+            (by["recommended"]["rule"] + ": " + cell(by["recommended"], bk)) if "recommended" in by else "none (use large)",
+            cell(by.get("hf-assisted"), bk), f"{max(_spread(r) for r in rows):.0%}"]) + " |")
+    return "\n".join(lines)
+
+
 def table(doc: dict) -> str:
-    head = ("N", "batch", "contender", "tok/s", "runs tok/s", "x large", "acc/drafted", "drafted", "wasted", "stops")
+    head = ("N", "batch", "contender", "tok/s", "runs tok/s", "x large", "acc/drafted", "drafted", "wasted", "stops",
+            "= large")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in doc["rows"]:
         lines.append("| " + " | ".join([str(r["early_exit"]), str(r["batch"]), r["contender"], _f(r["tokens_per_s"], 1),
                                         " / ".join(f"{x:.1f}" for x in r["tokens_per_s_runs"]), _f(r["x_large"]),
                                         _f(r.get("accepted_per_drafted")), _f(r.get("drafted")), _f(r.get("wasted")),
-                                        _f(r.get("draft_stops"))]) + " |")
-    notes = [f"- {r['early_exit']=}, {r['batch']=}: draft/target cost {r['draft_cost_ratio']:.3f}; {r['recommendation']}"
-             .replace("r['early_exit']=", "N=").replace("r['batch']=", "batch=")
+                                        _f(r.get("draft_stops")), _f(r.get("equal_large"))]) + " |")
+    notes = [f"- N={r['early_exit']}, batch={r['batch']}: draft/target cost {r['draft_cost_ratio']:.3f} "
+             f"(pre-pass {r.get('draft_cost_ratio_prepass', float('nan')):.3f}); {r['recommendation']}"
              for r in doc["rows"] if "recommendation" in r]
     env = doc["env"]
     return (f"# draft_stop on CPU ({env['model']}, early_exit:N drafts)\n\n"
-            f"{env['cpus']} CPUs, {env['threads']} torch threads, load average at start {env['loadavg_start']}, "
-            f"at end {env.get('loadavg_end')} (machine shared with other jobs).\n\n" + "\n".join(lines) + "\n\n"
-            + "\n".join(notes) + "\n")
+            f"`{env['command']}`\n\n"
+            f"{env['cpus']} CPUs, {env['threads']} torch thread(s), load average at start {env['loadavg_start']}, "
+            f"at end {env.get('loadavg_end')}: the machine was shared with other jobs, so absolute tokens/s are "
+            f"low and only ratios within one (N, batch) group, whose contenders ran interleaved, compare. "
+            f"max_new_tokens {doc['settings']['max_new_tokens']}, median of {doc['settings']['runs']} runs, "
+            f"{env.get('seconds', 0) / 60:.0f} min.\n\n## Summary\n\n" + summary(doc) + "\n\n## All rows\n\n"
+            + "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n")
 
 
 def plot(doc: dict, path: str) -> None:
@@ -38,22 +90,26 @@ def plot(doc: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({(r["early_exit"], r["batch"]) for r in doc["rows"]})
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
-    for ax, (n, b) in zip(axes[0], keys):
-        rows = [r for r in doc["rows"] if (r["early_exit"], r["batch"]) == (n, b)]
-        gated = sorted(((float(r["contender"].split("entropy:")[1].split()[0]), r["tokens_per_s"]) for r in rows
-                        if "draft_stop=entropy:" in r["contender"] and "recommended" not in r["contender"]))
-        if gated:
-            ax.plot([t for t, _ in gated], [v for _, v in gated], "o-", color="tab:green", label="draft_stop=entropy:T")
+    gs = groups(doc)
+    fig, axes = plt.subplots(1, len(gs), figsize=(4.2 * len(gs), 3.9), squeeze=False)
+    for ax, (n, b, rows) in zip(axes[0], gs):
+        for backoff, style, lab in ((True, "o-", "draft_stop=entropy:T"), (False, "s--", "  ... no back-off")):
+            pts = sorted((r["threshold"], r["tokens_per_s"]) for r in _gates(rows, backoff))
+            if pts:
+                ax.plot([t for t, _ in pts], [v for _, v in pts], style, color="tab:green" if backoff else "tab:cyan",
+                        label=lab)
+        colors = {"large": "tab:red", "hf-assisted": "tab:purple", "adaptive": "tab:orange"}
         for r in rows:
-            c = r["contender"]
-            if "recommended" in c:
-                ax.scatter([float(c.split(":")[1].split()[0]) if "entropy:" in c else 0.0], [r["tokens_per_s"]],
-                           marker="*", s=140, color="tab:olive", zorder=5, label="recommended rule")
-            elif "draft_stop" not in c and c != "small":
-                ax.axhline(r["tokens_per_s"], ls="--" if c == "large" else ":", lw=1.2,
-                           color={"large": "tab:red", "hf-assisted": "tab:purple"}.get(c), label=c)
+            kind = r.get("kind")
+            if kind == "recommended":
+                if r.get("threshold") is not None:
+                    ax.scatter([r["threshold"]], [r["tokens_per_s"]], marker="*", s=140, color="tab:olive", zorder=5,
+                               label=f"recommended {r['rule']}")
+                else:
+                    ax.axhline(r["tokens_per_s"], ls="-.", lw=1, color="tab:olive", label=f"recommended {r['rule']}")
+            elif kind in ("large", "hf-assisted", "adaptive", "fixed"):
+                ax.axhline(r["tokens_per_s"], ls="--" if kind == "large" else ":", lw=1.2, color=colors.get(kind),
+                           label=r["contender"])
         ax.set_xscale("log")
         ax.set_xlabel("entropy threshold T (nats)")
         ax.set_ylabel("tokens/s")

@@ -1,16 +1,21 @@
 #!/usr/bin/env python
 """Speculative decoding gated by System 1's uncertainty (``draft_stop``) on CPU: tokens/s, accepted
-tokens per drafted token and wasted draft tokens for fixed K, adaptive K and draft_stop thresholds,
-against ``large`` and HF assisted generation measured in the same run (see bench/e2e/README.md).
+tokens per drafted token and wasted draft tokens for fixed K, adaptive K and draft_stop thresholds
+(with and without the back-off after a first-draft fire), against ``large`` and HF assisted
+generation measured in the same run (see bench/e2e/README.md).
 
     python bench/e2e/run_draft_stop.py --early-exit 4 10 18 --batch-sizes 1 4 --tag cpu_smollm2
 
 Every engine contender decodes the same chat-templated prompts greedily for exactly --max-new-tokens
-tokens (EOS ignored), one untimed warm-up call, the median of --runs timed calls reported; the
-contenders of one (N, batch) are run interleaved, round by round, so load from other processes hits
-all of them alike. The draft/target cost ratio (one draft step / one large step, from method=small
-and method=large) is measured in the same run and fed to ``recommend_draft_stop`` on an
-oracle(always) trace of the same prompts; the recommended rule is measured too.
+tokens (EOS ignored); one short untimed warm-up call each (--warmup-tokens), then --runs timed rounds
+over all contenders, interleaved, so load from other processes hits all of them alike; the median is
+reported. Every engine row's tokens are checked against ``large``'s (greedy speculative decoding must
+equal it). The draft/target cost ratio (one draft step / one large step, from method=small and
+method=large in a short pre-pass) is fed to ``recommend_draft_stop`` on an oracle(always) trace of
+the same prompts; the recommended rule is measured in the interleaved rounds too.
+
+Torch runs --threads threads (default 1): on the shared 2-core machine two OpenMP threads competing
+with other jobs were 5-8x slower than one and far noisier.
 """
 from __future__ import annotations
 
@@ -31,15 +36,26 @@ from fsgen_engine.benchmark.harness import CHAT_PROMPTS
 from fsgen_engine.benchmark.hf import HFGenerate, load_hf_model
 
 
-def contenders(args) -> list[tuple[str, dict]]:
-    out = [("large", dict(method="large")), ("small", dict(method="small"))]
-    for k in args.fixed_k:
-        out.append((f"spec K={k}", dict(method="speculative", options=MethodOptions(num_draft_tokens=k))))
-    out.append((f"spec adaptive K={args.adaptive_k}",
-                dict(method="speculative", options=MethodOptions(num_draft_tokens=args.adaptive_k, adaptive_draft=True))))
+def spec(name: str, kind: str, **opts) -> tuple[str, dict, dict]:
+    """(row label, generate kwargs, row fields describing the contender)."""
+    meta = {"kind": kind, "K": opts.get("num_draft_tokens"), "rule": opts.get("draft_stop"),
+            "backoff": opts.get("draft_backoff", 8) if opts.get("draft_stop") else None}
+    if meta["rule"] and meta["rule"].startswith("entropy:"):
+        meta["threshold"] = float(meta["rule"].split(":")[1])
+    return name, dict(method="speculative", options=MethodOptions(**opts)), meta
+
+
+def contenders(args) -> list[tuple[str, dict, dict]]:
+    out = [("large", dict(method="large"), {"kind": "large"}), ("small", dict(method="small"), {"kind": "small"})]
+    out += [spec(f"spec K={k}", "fixed", num_draft_tokens=k) for k in args.fixed_k]
+    out.append(spec(f"spec adaptive K={args.adaptive_k}", "adaptive", num_draft_tokens=args.adaptive_k,
+                    adaptive_draft=True))
     for t in args.thresholds:
-        out.append((f"spec K={args.gate_k} draft_stop=entropy:{t:g}", dict(
-            method="speculative", options=MethodOptions(num_draft_tokens=args.gate_k, draft_stop=f"entropy:{t:g}"))))
+        out.append(spec(f"spec K={args.gate_k} draft_stop=entropy:{t:g}", "gate", num_draft_tokens=args.gate_k,
+                        draft_stop=f"entropy:{t:g}"))
+    for t in args.no_backoff_thresholds:
+        out.append(spec(f"spec K={args.gate_k} draft_stop=entropy:{t:g} no back-off", "gate", num_draft_tokens=args.gate_k,
+                        draft_stop=f"entropy:{t:g}", draft_backoff=0))
     return out
 
 
@@ -52,15 +68,16 @@ def stats_of(outs) -> dict:
             "accepted_per_drafted": (sum(x.accepted_draft_tokens for x in s) / drafted) if drafted else None}
 
 
-def measure(fns: dict, runs: int) -> dict:
-    """Interleaved timing: warm-up each, then ``runs`` rounds over all contenders."""
+def measure(fns: dict, warm: dict, runs: int) -> dict:
+    """Warm-up each (``warm``: short calls), then ``runs`` interleaved rounds over all contenders;
+    ``out``: the last timed call's result."""
+    for fn in warm.values():
+        fn()
     res = {k: {"secs": [], "out": None} for k in fns}
-    for k, fn in fns.items():
-        res[k]["out"] = fn()
     for _ in range(runs):
         for k, fn in fns.items():
             t0 = time.perf_counter()
-            fn()
+            res[k]["out"] = fn()
             res[k]["secs"].append(time.perf_counter() - t0)
     return res
 
@@ -70,20 +87,28 @@ def main(argv=None) -> int:
     ap.add_argument("--early-exit", nargs="+", type=int, default=[4, 10, 18])
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4])
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--warmup-tokens", type=int, default=4, help="tokens of each contender's untimed warm-up call")
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--fixed-k", nargs="+", type=int, default=[2, 4, 6])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: leave torch's default)")
+    ap.add_argument("--fixed-k", nargs="+", type=int, default=[1, 2, 4])
     ap.add_argument("--adaptive-k", type=int, default=4)
     ap.add_argument("--gate-k", type=int, default=6)
-    ap.add_argument("--thresholds", nargs="+", type=float, default=[0.25, 0.5, 1.0, 2.0])
+    ap.add_argument("--thresholds", nargs="+", type=float, default=[0.1, 0.25, 0.5, 1.0, 2.0])
+    ap.add_argument("--no-backoff-thresholds", nargs="*", type=float, default=[0.1, 0.5, 2.0],
+                    help="also measure these thresholds with draft_backoff=0")
     ap.add_argument("--results-dir", default="bench/results")
     ap.add_argument("--tag", default="cpu_smollm2")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     path = str(default_model_path())
     hf, tok = load_hf_model(path, dtype=torch.float32, device="cpu")
     doc = {"env": {"device": "cpu", "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                   "loadavg_start": os.getloadavg(), "model": os.path.basename(path),
-                   "command": " ".join(sys.argv)}, "settings": vars(args), "rows": []}
+                   "loadavg_start": os.getloadavg(), "model": os.path.basename(path), "torch": torch.__version__,
+                   "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S")},
+           "settings": vars(args), "rows": []}
+    t_start = time.perf_counter()
     for n in args.early_exit:
         eng = Engine(path, f"early_exit:{n}", device="cpu", max_batch=8, kv_memory="1GiB")
         prompts = [eng.tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
@@ -95,39 +120,53 @@ def main(argv=None) -> int:
         samples = [sample_from_trace(o.to_dict()) for o in orc]
         for b in args.batch_sizes:
             ps = prompts[:b]
+
+            def call(kw, m=args.max_new_tokens):
+                return eng.generate(ps, max_new_tokens=m, ignore_eos=True, progress=False, **kw)
+
+            # pre-pass: the draft/target cost ratio for the recommendation (large and small, 2 calls each)
+            pre = measure({"large": lambda: call(dict(method="large")), "small": lambda: call(dict(method="small"))},
+                          {}, 2)
+            ratio_pre = min(pre["small"]["secs"]) / min(pre["large"]["secs"])
+            rec = recommend_draft_stop(samples, args.gate_k, ratio_pre)
             conts = contenders(args)
-            fns = {name: (lambda kw=kw: eng.generate(ps, max_new_tokens=args.max_new_tokens, ignore_eos=True,
-                                                     progress=False, **kw)) for name, kw in conts}
+            if rec.rule:
+                conts.append(spec(f"spec K={args.gate_k} draft_stop={rec.rule} (recommended)", "recommended",
+                                  num_draft_tokens=args.gate_k, draft_stop=rec.rule))
+            meta = {name: m for name, _, m in conts}
+            fns = {name: (lambda kw=kw: call(kw)) for name, kw, _ in conts}
+            warm = {name: (lambda kw=kw: call(kw, args.warmup_tokens)) for name, kw, _ in conts}
             hfa = HFGenerate(hf, assistant_early_exit=n)
             fns["hf-assisted"] = lambda: hfa(ps, args.max_new_tokens)
-            res = measure(fns, args.runs)
+            warm["hf-assisted"] = lambda: hfa(ps, args.warmup_tokens)
+            meta["hf-assisted"] = {"kind": "hf-assisted"}
+            res = measure(fns, warm, args.runs)
             t_large = statistics.median(res["large"]["secs"])
-            t_small = statistics.median(res["small"]["secs"])
-            ratio = t_small / t_large
-            rec = recommend_draft_stop(samples, args.gate_k, ratio)
-            extra = {}
-            if rec.rule:
-                kw = dict(method="speculative", options=MethodOptions(num_draft_tokens=args.gate_k, draft_stop=rec.rule))
-                extra[f"spec K={args.gate_k} draft_stop={rec.rule} (recommended)"] = (
-                    lambda kw=kw: eng.generate(ps, max_new_tokens=args.max_new_tokens, ignore_eos=True, progress=False,
-                                               **kw))
-                res.update(measure(extra, args.runs))
+            ratio = statistics.median(res["small"]["secs"]) / t_large
+            ref = [o.token_ids for o in res["large"]["out"]]
             for name, r in res.items():
                 med = statistics.median(r["secs"])
                 ntok = b * args.max_new_tokens
-                row = {"early_exit": n, "batch": b, "contender": name, "tokens_per_s": ntok / med,
+                row = {"early_exit": n, "batch": b, "contender": name, **meta[name], "tokens_per_s": ntok / med,
                        "tokens_per_s_runs": [ntok / s for s in r["secs"]], "seconds_median": med,
                        "x_large": t_large / med}
-                if name not in ("hf-assisted",):
+                if name == "hf-assisted":
+                    row["equal_large"] = [list(t) for t in r["out"][0]] == ref   # HF's float path may differ
+                    row["note"] = hfa.note
+                else:
                     row.update(stats_of(r["out"]))
+                    row["equal_large"] = [o.token_ids for o in r["out"]] == ref
                 if name == "large":
-                    row["draft_cost_ratio"] = ratio
-                    row["recommendation"] = rec.line()
+                    row.update(draft_cost_ratio=ratio, draft_cost_ratio_prepass=ratio_pre,
+                               recommendation=rec.line())
                 doc["rows"].append(row)
-                print(f"N={n:2d} B={b} {name:42s} {row['tokens_per_s']:7.1f} tok/s x_large={row['x_large']:.2f} "
-                      f"acc/draft={row.get('accepted_per_drafted')} wasted={row.get('wasted')}", flush=True)
-            print(f"N={n} B={b} draft/target cost {ratio:.3f}; {rec.line()}", flush=True)
+                print(f"N={n:2d} B={b} {name:48s} {row['tokens_per_s']:7.1f} tok/s x_large={row['x_large']:.2f} "
+                      f"acc/draft={row.get('accepted_per_drafted')} wasted={row.get('wasted')} "
+                      f"equal_large={row['equal_large']}", flush=True)
+            print(f"N={n} B={b} draft/target cost {ratio:.3f} (pre-pass {ratio_pre:.3f}); {rec.line()} "
+                  f"[{time.perf_counter() - t_start:.0f}s]", flush=True)
             doc["env"]["loadavg_end"] = os.getloadavg()
+            doc["env"]["seconds"] = time.perf_counter() - t_start
             save(doc, args)   # after every (N, batch): a partial run keeps what it measured
         del eng
     return 0
