@@ -73,6 +73,10 @@ def table(doc: dict) -> str:
     notes = [f"- N={r['early_exit']}, batch={r['batch']}: draft/target cost {r['draft_cost_ratio']:.3f} "
              f"(pre-pass {r.get('draft_cost_ratio_prepass', float('nan')):.3f}); {r['recommendation']}"
              for r in doc["rows"] if "recommendation" in r]
+    if any(r.get("kind") == "hf-assisted" and "first EOS" not in r.get("note", "") for r in doc["rows"]):
+        notes.append("- HF assisted '= large': this file predates the EOS-aware check. HF's min_new_tokens masks "
+                     "EOS, so its tokens differ from the engine's after large's first EOS; up to it they agree "
+                     "(checked by hand on prompt 0).")
     env = doc["env"]
     return (f"# draft_stop on CPU ({env['model']}, early_exit:N drafts)\n\n"
             f"`{env['command']}`\n\n"
@@ -91,13 +95,21 @@ def plot(doc: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     gs = groups(doc)
-    fig, axes = plt.subplots(1, len(gs), figsize=(4.2 * len(gs), 3.9), squeeze=False)
-    for ax, (n, b, rows) in zip(axes[0], gs):
+    ns = sorted({n for n, _, _ in gs})
+    bs = sorted({b for _, b, _ in gs})
+    fig, axes = plt.subplots(len(ns), len(bs), figsize=(5.2 * len(bs), 3.8 * len(ns)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for n, b, rows in gs:
+        ax = axes[ns.index(n)][bs.index(b)]
+        ax.set_visible(True)
         for backoff, style, lab in ((True, "o-", "draft_stop=entropy:T"), (False, "s--", "  ... no back-off")):
             pts = sorted((r["threshold"], r["tokens_per_s"]) for r in _gates(rows, backoff))
             if pts:
                 ax.plot([t for t, _ in pts], [v for _, v in pts], style, color="tab:green" if backoff else "tab:cyan",
                         label=lab)
+        fixed = sorted((r for r in rows if r.get("kind") == "fixed"), key=lambda r: r["K"])
+        shades = {r["K"]: plt.cm.Blues(0.45 + 0.5 * i / max(len(fixed) - 1, 1)) for i, r in enumerate(fixed)}
         colors = {"large": "tab:red", "hf-assisted": "tab:purple", "adaptive": "tab:orange"}
         for r in rows:
             kind = r.get("kind")
@@ -108,13 +120,13 @@ def plot(doc: dict, path: str) -> None:
                 else:
                     ax.axhline(r["tokens_per_s"], ls="-.", lw=1, color="tab:olive", label=f"recommended {r['rule']}")
             elif kind in ("large", "hf-assisted", "adaptive", "fixed"):
-                ax.axhline(r["tokens_per_s"], ls="--" if kind == "large" else ":", lw=1.2, color=colors.get(kind),
-                           label=r["contender"])
+                ax.axhline(r["tokens_per_s"], ls="--" if kind == "large" else ":", lw=1.4,
+                           color=shades[r["K"]] if kind == "fixed" else colors[kind], label=r["contender"])
         ax.set_xscale("log")
         ax.set_xlabel("entropy threshold T (nats)")
         ax.set_ylabel("tokens/s")
         ax.set_title(f"early_exit:{n}, batch {b}")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="lower left")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
