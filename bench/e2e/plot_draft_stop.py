@@ -56,7 +56,8 @@ def summary(doc: dict) -> str:
             cell(max(gb, key=lambda r: r["tokens_per_s"]) if gb else None, bk),
             cell(min(gb, key=lambda r: r["tokens_per_s"]) if gb else None, bk),
             cell(max(gn, key=lambda r: r["tokens_per_s"]) if gn else None, bk),
-            (by["recommended"]["rule"] + ": " + cell(by["recommended"], bk)) if "recommended" in by else "none (use large)",
+            (by["recommended"]["rule"] + ": " + cell(by["recommended"], bk)) if "recommended" in by
+            else "none (use large)",
             cell(by.get("hf-assisted"), bk), f"{max(_spread(r) for r in rows):.0%}"]) + " |")
     return "\n".join(lines)
 

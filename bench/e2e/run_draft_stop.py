@@ -54,7 +54,8 @@ def contenders(args) -> list[tuple[str, dict, dict]]:
         out.append(spec(f"spec K={args.gate_k} draft_stop=entropy:{t:g}", "gate", num_draft_tokens=args.gate_k,
                         draft_stop=f"entropy:{t:g}"))
     for t in args.no_backoff_thresholds:
-        out.append(spec(f"spec K={args.gate_k} draft_stop=entropy:{t:g} no back-off", "gate", num_draft_tokens=args.gate_k,
+        out.append(spec(f"spec K={args.gate_k} draft_stop=entropy:{t:g} no back-off", "gate",
+                        num_draft_tokens=args.gate_k,
                         draft_stop=f"entropy:{t:g}", draft_backoff=0))
     return out
 
