@@ -157,6 +157,26 @@ def smollm2_folder(tmp: str) -> str:
     return tmp
 
 
+def render_md(doc: dict) -> str:
+    m = doc["machine"]
+    lines = [f"# Tensor parallelism on the CPU: SmolLM2-135M, TP=2 over gloo vs TP=1", "",
+             f"Measured {doc.get('measured', '?')} at commit `{doc.get('commit', '?')}`, torch {m['torch']}, "
+             f"`python bench/e2e/run_tp_cpu.py --runs {doc['settings']['runs']} --max-new-tokens "
+             f"{doc['settings']['max_new_tokens']}`; {m['cpu_count']} cores, load average {doc.get('load', '?')} "
+             f"at the start. " + " ".join(doc["notes"]), "",
+             "| method | System 1 | TP | System 1 TP | large-side logits | tokens/s | vs TP=1 | comm share |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in doc["speed"]:
+        ratio = "-" if r["ratio_vs_tp1"] is None else format(r["ratio_vs_tp1"], ".2f")
+        lines.append(f"| {r['method']} | {r['small']} | {r['tp']} | {r['small_tp']} | {r['large_logits']} | "
+                     f"{r['tokens_per_s']:.1f} | {ratio} | {r['comm_share']:.0%} |")
+    lines += ["", "| load | peak RSS above baseline (MiB) | RSS after touching every weight (MiB) | parameters |",
+              "|---|---|---|---|"]
+    lines += [f"| {r['load']} | {r['peak_above_baseline_mib']:.0f} | {r['rss_after_use_mib']:.0f} | {r['params']:,} |"
+              for r in doc["peak_rss"]]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -171,25 +191,18 @@ def main() -> int:
         folder = smollm2_folder(tmp)
         rss = run_rss(folder)
         speed = run_speed(folder, args.runs, args.max_new_tokens, args.batch)
-    doc = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+    doc = {"measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load": round(os.getloadavg()[0], 2),
+           "commit": subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True,
+                                    cwd=ROOT).stdout.strip(),
+           "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                        "torch_threads": torch.get_num_threads()},
            "settings": vars(args), "speed": speed, "peak_rss": rss,
            "notes": ["2-core machine shared with other work: ratios are within-run; TP=2 cannot be faster than "
                      "TP=1 here (both ranks share the cores), the figure of interest is comm_share"]}
     out = Path(args.results_dir) / f"tp_{args.tag}.json"
     out.write_text(json.dumps(doc, indent=1))
-    lines = ["| method | System 1 | TP | System 1 TP | large-side logits | tokens/s | vs TP=1 | comm share |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in speed:
-        lines.append(f"| {r['method']} | {r['small']} | {r['tp']} | {r['small_tp']} | {r['large_logits']} | "
-                     f"{r['tokens_per_s']:.1f} | "
-                     f"{'-' if r['ratio_vs_tp1'] is None else format(r['ratio_vs_tp1'], '.2f')} | {r['comm_share']:.0%} |")
-    lines += ["", "| load | peak RSS above baseline (MiB) | RSS after touching every weight (MiB) | parameters |",
-              "|---|---|---|---|"]
-    lines += [f"| {r['load']} | {r['peak_above_baseline_mib']:.0f} | {r['rss_after_use_mib']:.0f} | {r['params']:,} |"
-              for r in rss]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    out.with_suffix(".md").write_text(render_md(doc))
+    print(render_md(doc))
     return 0
 
 
