@@ -8,6 +8,10 @@ FSGEN_KV_MEMORY        KV-pool byte budget, e.g. ``2GiB``, ``512MB``, ``0.3`` (f
                        device memory on GPU); default ``1GiB`` on CPU, ``0.5`` on GPU
 FSGEN_PAGE_SIZE        tokens per KV page when ``Engine(page_size=None)`` (default 16)
 FSGEN_CUDA_GRAPHS      1/0: capture CUDA graphs for decode and verify steps (default 1 on GPU)
+FSGEN_TP_LOGITS        tensor parallel, greedy large side: auto | merge | gather (default auto:
+                       merge the ranks' (max, id) pairs when a step's logits exceed 4 MiB)
+FSGEN_TP_BACKEND       tensor parallel: gloo | nccl (default nccl on CUDA, gloo on CPU)
+FSGEN_TP_TIMEOUT       tensor parallel: collective timeout in seconds (default 120)
 FSGEN_BUILD_CUDA       build time only (setup.py): auto | 0 | 1
 =====================  =========================================================================
 """
@@ -78,3 +82,18 @@ def env_page_size() -> int:
 
 def env_cuda_graphs() -> bool:
     return os.environ.get("FSGEN_CUDA_GRAPHS", "1").strip() not in ("0", "false", "no", "off")
+
+
+TP_LOGITS_MODES = ("auto", "merge", "gather")
+# auto: gather below this many bytes of logits per step, merge above. Measured on CPU/gloo with 2 ranks
+# (bench/results/tp_cpu_smollm2*.md, vocab_parallel_comm_cpu.md): end to end, gathering up to ~1 MB per
+# step was as fast or faster (the merge's extra small ops and the all-gather's fixed latency dominate);
+# the merge was 2.0-7.9x faster in isolation from 2.4 MB up.
+TP_MERGE_MIN_BYTES = 4 << 20
+
+
+def env_tp_logits() -> str:
+    value = os.environ.get("FSGEN_TP_LOGITS", "auto").strip().lower() or "auto"
+    if value not in TP_LOGITS_MODES:
+        raise ValueError(f"FSGEN_TP_LOGITS={value!r}: use one of {', '.join(TP_LOGITS_MODES)}")
+    return value

@@ -60,18 +60,15 @@ def run_speed(folder: str, runs: int, max_new: int, batch: int) -> list[dict]:
 
     acc = _timed_comm()
     prompts = (PROMPTS * batch)[:batch]
-    from fsgen_engine.runtime.executor import StepRunner
-
-    sharded = StepRunner.vocab_sharded
-    # (method, System 1, its TP, TP, large-side logits: "merge" = the ranks' (max, id) pairs, the default
-    # for greedy; "gather" = the [B, n, V] all-gather forced, as sampling and fused targets need)
+    # (method, System 1, its TP, TP, large-side logits: "merge" = the ranks' (max, id) pairs; "gather" =
+    # the [B, n, V] all-gather, as sampling and fused targets need; FSGEN_TP_LOGITS forces one per case)
     cases = [("large", "early_exit:10", None, 1, "-"), ("large", "early_exit:10", None, 2, "merge"),
              ("large", "early_exit:10", None, 2, "gather"),
              ("speculative", "early_exit:10", None, 1, "-"), ("speculative", "early_exit:10", 2, 2, "merge"),
              ("speculative", "early_exit:10", 2, 2, "gather"), ("speculative", folder, 1, 2, "merge")]
     rows = []
     for method, small, small_tp, tp, path in cases:
-        StepRunner.vocab_sharded = sharded if path != "gather" else (lambda self, m: False)
+        os.environ["FSGEN_TP_LOGITS"] = "gather" if path == "gather" else "merge"   # read by rank 0 each step
         kw = dict(tensor_parallel=tp, small_tensor_parallel=small_tp or (tp if small.startswith("early_exit") else 1))
         with Engine(folder, small, device="cpu", dtype="float32", max_batch=batch, **kw) as e:
             opts = MethodOptions(num_draft_tokens=4)
@@ -93,7 +90,7 @@ def run_speed(folder: str, runs: int, max_new: int, batch: int) -> list[dict]:
                          "comm_share": comm[i] / walls[i] if tp > 1 else 0.0,
                          "tokens_per_large_call": tokens / max(1, sum(o.stats.large_calls for o in outs))})
             print(json.dumps(rows[-1]), flush=True)
-    StepRunner.vocab_sharded = sharded
+    os.environ.pop("FSGEN_TP_LOGITS", None)
     base = {(r["method"], r["small"]): r["tokens_per_s"] for r in rows if r["tp"] == 1}
     for r in rows:
         b = base.get((r["method"], r["small"]))

@@ -15,7 +15,7 @@ class LargeOnly(Method):
     model_ids = ("large",)
 
     def step(self, rows):
-        if self.sampler.greedy and not self.cfg.trace_topk and self.runner.vocab_sharded("large"):
+        if self.sampler.greedy and not self.cfg.trace_topk and self.runner.merge_argmax("large", len(rows)):
             # tensor parallel, greedy: the ranks merge (max, id) pairs; no logits are gathered
             am = self.runner.extend("large", rows, output="argmax")[:, 0]
             tok_h, am_h = to_host(am, am)

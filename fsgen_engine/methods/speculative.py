@@ -83,7 +83,7 @@ class Speculative(Method):
         n_log = K + 1 if uniform else [k + 1 for k in ks]
         num_draft = None if uniform else run.tensor(ks)
         q = torch.stack(qs, dim=1) if qs else None
-        if samp.greedy and not fused and not self.cfg.trace_topk and run.vocab_sharded("large"):
+        if samp.greedy and not fused and not self.cfg.trace_topk and run.merge_argmax("large", B * (K + 1)):
             # tensor parallel, greedy: verification needs the large model's argmax only, merged from the
             # ranks' (max, id) pairs instead of gathering [B, K+1, V] logits
             la = run.extend("large", rows, tail=drafts, tail_counts=counts, n_logits=n_log, output="argmax")

@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from fsgen_engine.config import TP_MERGE_MIN_BYTES, env_tp_logits
+
 
 
 class StepRunner:
@@ -28,10 +30,15 @@ class StepRunner:
         self._pin = self.device.type == "cuda"
 
     # -------------------------------------------------------------- forward
-    def vocab_sharded(self, model_id: str) -> bool:
-        """True when ``model_id`` runs tensor-parallel: ``extend(..., output="argmax")`` then moves
-        ``B x n`` (max, id) pairs between ranks instead of ``B x n x V`` logits."""
-        return getattr(self.models[model_id], "tp_size", 1) > 1
+    def merge_argmax(self, model_id: str, positions: int) -> bool:
+        """Whether a greedy step over ``positions`` (rows x logits per row) of ``model_id`` should ask for
+        ``extend(..., output="argmax")``: only for a tensor-parallel model, whose ranks then all-gather
+        ``positions`` (max, id) pairs instead of ``positions x V`` logits; ``FSGEN_TP_LOGITS`` (auto:
+        above ``TP_MERGE_MIN_BYTES`` of logits per step, where merging measured faster)."""
+        if getattr(self.models[model_id], "tp_size", 1) <= 1:
+            return False
+        mode = env_tp_logits()
+        return mode == "merge" or (mode == "auto" and positions * self.vocab * 4 > TP_MERGE_MIN_BYTES)
 
     def extend(self, model_id: str, rows: Sequence, *, tail: torch.Tensor | None = None,
                tail_counts: Sequence[int] | None = None, n_logits: int | Sequence[int] = 1,
@@ -39,7 +46,7 @@ class StepRunner:
         """Feed ``rows[b].tokens[kv_len:]`` then ``tail[b, :tail_counts[b]]`` (device ``[B, E]`` int64)
         for every row; return logits ``[B, max(n), V]``: entry ``j`` of row ``b`` is position
         ``fed_b - n_b + min(j, n_b - 1)`` of its fed tokens (short rows repeat their last position).
-        ``output="argmax"`` (a tensor-parallel model only, see ``vocab_sharded``): the greedy tokens
+        ``output="argmax"`` (a tensor-parallel model only, see ``merge_argmax``): the greedy tokens
         ``[B, max(n)]`` int64 of those positions instead (NaN never chosen, ties to the lowest id)."""
         pool = self.pool
         B = len(rows)

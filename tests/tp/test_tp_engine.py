@@ -81,5 +81,6 @@ def test_greedy_large_side_gathers_no_logits(single, tp2, monkeypatch, method, o
     def refuse(*a, **k):
         raise AssertionError("the logits were gathered")
 
+    monkeypatch.setenv("FSGEN_TP_LOGITS", "merge")   # auto gathers a step this small
     monkeypatch.setattr(TPShard, "gather_vocab", refuse)
     assert _key(_gen(tp2, method, None, options)) == _key(_gen(single, method, None, options))
