@@ -93,6 +93,9 @@ class TPRuntime:
         self.workers, self.conns, self.spawned, self.closed = [], [], False, False
         self._errors: dict[int, str] = {}   # rank -> the traceback it reported
         self.dirty = False           # a step began and did not finish: the ranks are out of step
+        if _active:   # checked first: its process group would otherwise read as a torchrun launch
+            raise RuntimeError("another tensor-parallel engine of this process is open; close() it first (one "
+                               "spawned group per process)")
         self.torchrun = dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) > 1
         if self.torchrun:
             self._join_torchrun(device)
@@ -119,9 +122,6 @@ class TPRuntime:
     def _spawn(self, device: torch.device, dtype: torch.dtype) -> None:
         import torch.multiprocessing as mp
 
-        if _active:
-            raise RuntimeError("another tensor-parallel engine of this process is open; close() it first (one "
-                               "spawned group per process)")
         devices = rank_devices(device, self.size)
         backend = backend_for(device)
         self.rank, self.device = 0, torch.device(devices[0])

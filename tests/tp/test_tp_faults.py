@@ -118,3 +118,10 @@ def test_more_ranks_than_gpus_is_refused():
                                          f"{visible} are visible"):
         rank_devices(torch.device("cuda", 0), visible + 1)
     assert rank_devices(torch.device("cpu"), 3) == ["cpu"] * 3
+
+
+def test_a_second_open_engine_is_refused(tp_folders):
+    with Engine(tp_folders["large"], tp_folders["small"], tensor_parallel=2, **engine_kwargs()) as e:
+        with pytest.raises(RuntimeError, match="another tensor-parallel engine of this process is open"):
+            Engine(tp_folders["large"], tp_folders["small"], tensor_parallel=2, **engine_kwargs())
+        assert e.generate(PROMPTS, method="large", max_new_tokens=2, progress=False)   # the first one still works
