@@ -92,13 +92,18 @@ def _enter_user_ns(proc_self):
     uid, gid = os.getuid(), os.getgid()
     _prctl(PR_SET_DUMPABLE, 1)  # after a uid change /proc/self stays root's until dumpable is set again
     _unshare(CLONE_NEWUSER)
+    _map_ids(proc_self, uid, gid)
+    _prctl(PR_SET_DUMPABLE, 0)
+
+
+def _map_ids(proc_self, uid, gid):
+    """Map ``uid``/``gid`` to themselves in the user namespace just entered (no supplementary groups)."""
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
         fd = os.open(name, os.O_WRONLY, dir_fd=proc_self)
         try:
             os.write(fd, text.encode())
         finally:
             os.close(fd)
-    _prctl(PR_SET_DUMPABLE, 0)
 
 
 def _build_root(cfg):
@@ -154,14 +159,9 @@ def setup(cfg):
             raise OSError("could not drop root")
         _enter_user_ns(proc_self)
     else:
-        _unshare(CLONE_NEWUSER | others)
         uid, gid = os.getuid(), os.getgid()
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
-            fd = os.open(name, os.O_WRONLY, dir_fd=proc_self)
-            try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
+        _unshare(CLONE_NEWUSER | others)
+        _map_ids(proc_self, uid, gid)
         _build_root(cfg)
     # Only now: set before the user namespace existed, the limit would also cap that uid's processes
     # machine-wide (every other sandbox's, or a desktop user's whole session).

@@ -17,9 +17,8 @@ class LargeOnly(Method):
     def step(self, rows):
         if self.sampler.greedy and not self.cfg.trace_topk and self.runner.merge_argmax("large", len(rows)):
             # tensor parallel, greedy: the ranks merge (max, id) pairs; no logits are gathered
-            am = self.runner.extend("large", rows, output="argmax")[:, 0]
-            tok_h, am_h = to_host(am, am)
-            tl_h = []
+            (tok_h,) = to_host(self.runner.extend("large", rows, output="argmax")[:, 0])
+            am_h, tl_h = tok_h, []
         else:
             z = self.runner.extend("large", rows)[:, 0]
             tok = self.sampler.choose(z)

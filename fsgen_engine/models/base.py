@@ -7,6 +7,7 @@ shares ours.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +46,16 @@ class CausalLM:
         self.embed_lo = 0            # first vocabulary row of this rank's embedding block
         self.lm_head_rows = None     # rows of the whole LM head (the logits' width) under TP
 
-    def _set_shard(self, tp: TPShard | None, global_config: ModelConfig, embed_lo: int, lm_head_rows: int) -> None:
-        self.tp, self.global_config, self.embed_lo, self.lm_head_rows = tp, global_config, embed_lo, lm_head_rows
-        self.lm_head_lo = tp.block(lm_head_rows)[0]   # first vocabulary row of this rank's LM-head block
+    @classmethod
+    def _assemble(cls, cfg: ModelConfig, weights: dict, src: "WeightSource", tp: TPShard | None, embed_lo: int,
+                  lm_head_rows: int, **local) -> "CausalLM":
+        """The model, or with ``tp`` one rank's shard: its ``config`` then holds the rank's ``local`` sizes
+        (heads, KV heads, intermediate block) and ``global_config`` the model's own."""
+        model = cls(cfg if tp is None else replace(cfg, **local), weights, src.dtype, src.device)
+        if tp is not None:
+            model.tp, model.global_config, model.embed_lo, model.lm_head_rows = tp, cfg, embed_lo, lm_head_rows
+            model.lm_head_lo = tp.block(lm_head_rows)[0]   # first vocabulary row of this rank's LM-head block
+        return model
 
     # ---------------------------------------------------------------- metadata
     @property

@@ -7,8 +7,6 @@ head ``h``, part ``j`` in q/k/v, dim ``d``) so the HF tensor is shared; its outp
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch.nn.functional as F
 
 from fsgen_engine.models.base import CausalLM, WeightSource
@@ -64,12 +62,8 @@ class GPTNeoXModel(CausalLM):
         weights = {"embed": embed, "final_norm": w.full("gpt_neox.final_layer_norm.weight"),
                    "final_norm_bias": w.full("gpt_neox.final_layer_norm.bias", False), "lm_head": lm_head,
                    "layers": layers}
-        local = cfg if tp is None else replace(cfg, num_heads=h1 - h0, num_kv_heads=h1 - h0,
-                                               intermediate_size=i1 - i0)
-        model = cls(local, weights, src.dtype, src.device)
-        if tp is not None:
-            model._set_shard(tp, cfg, embed_lo, head_rows)
-        return model
+        return cls._assemble(cfg, weights, src, tp, embed_lo, head_rows, num_heads=h1 - h0, num_kv_heads=h1 - h0,
+                             intermediate_size=i1 - i0)
 
     def _layer(self, i, x, batch, kv, cos, sin):
         c, L = self.config, self.weights["layers"][i]

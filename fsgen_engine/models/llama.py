@@ -5,8 +5,6 @@ LM head. Weights use HF's ``LlamaForCausalLM`` parameter names.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch.nn.functional as F
 
 from fsgen_engine.models.base import CausalLM, WeightSource
@@ -66,12 +64,8 @@ class LlamaModel(CausalLM):
                                  f"is missing")
             layers.append(L)
         weights = {"embed": embed, "final_norm": w.full("model.norm.weight"), "lm_head": lm_head, "layers": layers}
-        local = cfg if tp is None else replace(cfg, num_heads=q1 - q0, num_kv_heads=k1 - k0,
-                                               intermediate_size=i1 - i0)
-        model = cls(local, weights, src.dtype, src.device)
-        if tp is not None:
-            model._set_shard(tp, cfg, embed_lo, head_rows)
-        return model
+        return cls._assemble(cfg, weights, src, tp, embed_lo, head_rows, num_heads=q1 - q0, num_kv_heads=k1 - k0,
+                             intermediate_size=i1 - i0)
 
     def _layer(self, i, x, batch, kv, cos, sin):
         c, L = self.config, self.weights["layers"][i]
