@@ -9,6 +9,8 @@ For each (op, dtype, B, backend) it reports
   - ``GB/s`` and ``share`` of the measured device-to-device copy bandwidth, from ``kernel_us`` (or
     ``call_us`` where the op cannot be captured), counting the bytes the op must read and write once;
   - ``vs_eager``: eager baseline ``call_us`` over this backend's ``call_us`` (same method both sides).
+``cuda`` is the default (rows split over many blocks at small batch), ``cuda-1blk`` the same kernels
+with one block per row (FSGEN_SPLIT_ROWS=off).
 Inputs rotate over enough copies to exceed the L2 cache, so no figure is a cache figure.
 
     python bench/gpu_kernels.py --out bench/results/kernels_gpu_quick.json
@@ -68,6 +70,28 @@ def greedy_verify_eager(draft, logits):
     return acc, arg.gather(1, acc[:, None])[:, 0]
 
 
+def one_block(fn):
+    """``fn`` with the CUDA kernels forced to one block per row (FSGEN_SPLIT_ROWS=off), beside the
+    default that splits rows at small batch: both regimes of the ``cuda`` backend in one table."""
+    def run():
+        old = os.environ.get("FSGEN_SPLIT_ROWS")
+        os.environ["FSGEN_SPLIT_ROWS"] = "off"
+        try:
+            return fn()
+        finally:
+            if old is None:
+                os.environ.pop("FSGEN_SPLIT_ROWS")
+            else:
+                os.environ["FSGEN_SPLIT_ROWS"] = old
+    return run
+
+
+def with_one_block(impls):
+    if "cuda" in impls:
+        impls["cuda-1blk"] = one_block(impls["cuda"])
+    return impls
+
+
 def cases(dev, l2):
     """(op, dtype, B, bytes, {impl: fn}) for every goal shape."""
     from bench_sample import sample_eager_fp32
@@ -82,14 +106,14 @@ def cases(dev, l2):
             impls = {b: (lambda b=b: token_stats(next(it), backend=b))
                      for b in available_backends(dev, native="token_stats", triton_kernel=True) if b != "reference"}
             impls["eager"] = lambda: token_stats_reference(next(it))
-            yield "token_stats", dtype, B, B * V * es + B * 24, impls
+            yield "token_stats", dtype, B, B * V * es + B * 24, with_one_block(impls)
 
             it2 = rotating(lambda: ((torch.randn(B, V, device=dev) * 3).to(dtype),
                                     (torch.randn(B, V, device=dev) * 3).to(dtype)), 2 * B * V * es, l2)
             impls = {b: (lambda b=b: fuse_logits(*next(it2), method="contrastive", backend=b))
                      for b in available_backends(dev, native="fuse_logits", triton_kernel=True) if b != "reference"}
             impls["eager"] = lambda: fuse_logits_reference(*next(it2), None, *WEIGHTS)
-            yield "fuse_logits", dtype, B, B * V * (2 * es + 4), impls
+            yield "fuse_logits", dtype, B, B * V * (2 * es + 4), with_one_block(impls)
 
             params = SamplingTensors.prepare(B, dev, **FILTERS)
             it3 = rotating(lambda: (torch.randn(B, V, device=dev) * 4).to(dtype), B * V * es, l2)
@@ -97,7 +121,7 @@ def cases(dev, l2):
                      for b in available_backends(dev, native="sample", triton_kernel=True) if b != "reference"}
             impls["eager"] = lambda: sample_eager_fp32(next(it3), params.temperature, params.top_k, params.top_p,
                                                        params.min_p)
-            yield "sample", dtype, B, B * V * es + B * 8, impls
+            yield "sample", dtype, B, B * V * es + B * 8, with_one_block(impls)
 
             def make_verify():
                 logits = (torch.randn(B, K + 1, V, device=dev) * 4).to(dtype)
@@ -116,11 +140,11 @@ def cases(dev, l2):
                 return verify(d, lg, draft_probs=q, num_draft=nd, params=params, backend=b, _validated=True)
             impls = {b: (lambda b=b: vg(b)) for b in avail}
             impls["eager"] = lambda: greedy_verify_eager(*next(it4)[:2])
-            yield "verify_greedy", dtype, B, B * (K + 1) * V * es, impls
+            yield "verify_greedy", dtype, B, B * (K + 1) * V * es, with_one_block(impls)
             impls = {b: (lambda b=b: vs(b)) for b in avail}
             impls["eager"] = lambda: verify_eager_fp32(*next(it4), nd, params.temperature, params.top_k,
                                                        params.top_p, params.min_p)
-            yield "verify_sampled", dtype, B, B * (K + 1) * V * es + B * K * V * 4, impls
+            yield "verify_sampled", dtype, B, B * (K + 1) * V * es + B * K * V * 4, with_one_block(impls)
 
 
 def main() -> int:
@@ -184,12 +208,12 @@ def main() -> int:
                command=args.command, rows=rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1))
-    print(f"{'op':15} {'dtype':8} {'B':>3} {'impl':7} {'call_us':>8} {'kern_us':>8} {'GB/s':>7} {'share':>6} {'x eager':>7}")
+    print(f"{'op':15} {'dtype':8} {'B':>3} {'impl':9} {'call_us':>8} {'kern_us':>8} {'GB/s':>7} {'share':>6} {'x eager':>7}")
     for r in rows:
         if "error" in r:
-            print(f"{r['op']:15} {r['dtype']:8} {r['B']:>3} {r['impl']:7} ERROR {r['error'][:60]}")
+            print(f"{r['op']:15} {r['dtype']:8} {r['B']:>3} {r['impl']:9} ERROR {r['error'][:60]}")
             continue
-        print(f"{r['op']:15} {r['dtype']:8} {r['B']:>3} {r['impl']:7} {r['call_us']:8.1f} "
+        print(f"{r['op']:15} {r['dtype']:8} {r['B']:>3} {r['impl']:9} {r['call_us']:8.1f} "
               f"{r.get('kernel_us', float('nan')):8.1f} {r['GB/s']:7.0f} {r['share']:6.1%} "
               f"{r.get('vs_eager', float('nan')):7.2f}")
     return 0

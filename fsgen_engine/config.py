@@ -12,6 +12,9 @@ FSGEN_TP_LOGITS        tensor parallel, greedy large side: auto | merge | gather
                        merge the ranks' (max, id) pairs when a step's logits exceed 4 MiB)
 FSGEN_TP_BACKEND       tensor parallel: gloo | nccl (default nccl on CUDA, gloo on CPU)
 FSGEN_TP_TIMEOUT       tensor parallel: collective timeout in seconds (default 120)
+FSGEN_SPLIT_ROWS       CUDA token_stats / fuse_logits / sample / verify: auto | off | N (default auto:
+                       split each row over many blocks when the batch is small; off: one block
+                       per row; N: N column splits per row, for benchmarks and tests)
 FSGEN_BUILD_CUDA       build time only (setup.py): auto | 0 | 1
 =====================  =========================================================================
 """
@@ -97,3 +100,15 @@ def env_tp_logits() -> str:
     if value not in TP_LOGITS_MODES:
         raise ValueError(f"FSGEN_TP_LOGITS={value!r}: use one of {', '.join(TP_LOGITS_MODES)}")
     return value
+
+
+def env_split_rows() -> int | None:
+    """``FSGEN_SPLIT_ROWS``: None for auto, 1 for off, else the forced number of splits per row."""
+    raw = os.environ.get("FSGEN_SPLIT_ROWS", "auto").strip().lower() or "auto"
+    if raw == "auto":
+        return None
+    if raw == "off":
+        return 1
+    if raw.isdigit() and int(raw) >= 1:
+        return int(raw)
+    raise ValueError(f"FSGEN_SPLIT_ROWS={raw!r}: use auto, off or a positive number of column splits per row, e.g. 8")

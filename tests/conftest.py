@@ -31,4 +31,12 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _split_rows(request, monkeypatch):
+    # @pytest.mark.split_rows(n): the CUDA ops cut every row into n column splits (FSGEN_SPLIT_ROWS)
+    mark = request.node.get_closest_marker("split_rows")
+    if mark is not None:
+        monkeypatch.setenv("FSGEN_SPLIT_ROWS", str(mark.args[0]))
     yield

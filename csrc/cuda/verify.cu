@@ -1,4 +1,5 @@
-// ops.verify on CUDA: one block per row walking positions 0..num_draft; per position the sample
+// ops.verify on CUDA: at small batch (splits > 1) the split-row pipeline of sample_split.cu, all
+// K+1 positions at once; else one block per row walking positions 0..num_draft; per position the sample
 // filter (sampling_common.h), then accept / residual sample / bonus sample. Mirrors
 // csrc/cpu/verify.cpp.
 #include <cuda_runtime.h>
@@ -6,6 +7,7 @@
 #include "cuda_launch.h"
 #include "fsgen.h"
 #include "op_args.h"
+#include "sample_split.h"
 #include "sampling_common.h"
 
 namespace fsgen {
@@ -84,7 +86,13 @@ void verify_cuda(std::uintptr_t draft, int64_t d_s0, std::uintptr_t logits, int6
                  std::uintptr_t q, int64_t q_s0, int64_t q_s1, int q_dtype, std::uintptr_t num_draft, int64_t B,
                  int64_t K, int64_t V, std::uintptr_t temperature, std::uintptr_t top_k, std::uintptr_t top_p,
                  std::uintptr_t min_p, std::uintptr_t seed, std::uintptr_t out_accepted, std::uintptr_t out_next,
-                 int device, std::uintptr_t stream) {
+                 int64_t splits, std::uintptr_t workspace, int64_t workspace_bytes, int device, std::uintptr_t stream) {
+  if (splits > 1) {
+    const SplitArgs g{logits, l_s0, l_s1, dtype, B, K + 1, V, splits, temperature, top_k, top_p, min_p, seed, num_draft};
+    const VerifyExtra v{draft, d_s0, q, q_s0, q_s1, q_dtype, out_accepted};
+    split_sample_or_verify("verify_cuda", g, &v, out_next, workspace, workspace_bytes, device, stream);
+    return;
+  }
   launch("verify_cuda", device, stream, static_cast<unsigned>(B), kThreads, 0, verify_kernel, ptr<const int64_t>(draft),
          d_s0, ptr<const char>(logits), l_s0, l_s1, dtype, ptr<const char>(q), q_s0, q_s1, q_dtype,
          ptr<const int64_t>(num_draft), K, V, ptr<const float>(temperature), ptr<const int64_t>(top_k),
@@ -92,8 +100,15 @@ void verify_cuda(std::uintptr_t draft, int64_t d_s0, std::uintptr_t logits, int6
          ptr<int64_t>(out_next));
 }
 
+// rows = batch x (max_draft + 1): one logical row per position.
+int64_t verify_cuda_workspace(int64_t rows, int64_t vocab, int64_t splits) {
+  return split_workspace_bytes(rows, vocab, splits);
+}
+
 FSGEN_DEF(verify_cuda, "ops.verify on CUDA (see op_args.h for the arguments)", FSGEN_VERIFY_ARGS,
-          FSGEN_CUDA_ARGS);
+          FSGEN_CUDA_SPLIT_ARGS, FSGEN_CUDA_ARGS);
+FSGEN_DEF(verify_cuda_workspace, "workspace bytes of verify_cuda (rows = batch x (max_draft + 1))",
+          FSGEN_WORKSPACE_ARGS);
 
 }  // namespace
 }  // namespace fsgen

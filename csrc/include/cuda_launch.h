@@ -34,6 +34,13 @@ class DeviceGuard {
   int prev_ = 0;
 };
 
+// The caller's workspace must hold `need` bytes (fsgen_engine/ops sizes it with <op>_cuda_workspace).
+inline void check_workspace(const char* where, int64_t have, int64_t need) {
+  if (have < need)
+    throw std::invalid_argument(std::string(where) + ": workspace_bytes=" + std::to_string(have) + " but " +
+                                std::to_string(need) + " are needed; size it with the op's _cuda_workspace function");
+}
+
 // Launch kernel<<<grid, block, smem, stream>>>(args...) on `device`; nothing when the grid is empty.
 template <typename... Params, typename... Args>
 void launch(const char* where, int device, std::uintptr_t stream, dim3 grid, dim3 block, size_t smem,

@@ -10,6 +10,12 @@
 // cudaStream_t to launch on.
 #define FSGEN_CUDA_ARGS py::arg("device"), py::arg("stream")
 
+// Split rows (CUDA entry points of token_stats, fuse_logits, sample, verify): `splits` column splits
+// per row (<= 1: the one-block-per-row kernels), a device `workspace` of `workspace_bytes` bytes
+// (at least what the op's `<op>_cuda_workspace(rows, vocab, splits)` returns; 0 bytes when splits <= 1).
+#define FSGEN_CUDA_SPLIT_ARGS py::arg("splits"), py::arg("workspace"), py::arg("workspace_bytes")
+#define FSGEN_WORKSPACE_ARGS py::arg("rows"), py::arg("vocab"), py::arg("splits")
+
 // logits [batch, vocab] (unit stride along vocab); float32 out_stats [4, batch] (entropy, max_prob,
 // margin, logsumexp); int64 out_argmax [batch].
 #define FSGEN_TOKEN_STATS_ARGS                                                                      \

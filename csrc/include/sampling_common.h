@@ -157,9 +157,49 @@ __device__ __forceinline__ void block_argmax(float& v, int64_t& idx, BlockShared
   idx = i;
 }
 
+// The bin of sh.hist[0, bins) where the weight summed from the top bin down first reaches `target`
+// (chosen = -1 if it never does) and the weight of the bins above it (acc). Every thread gets both.
+struct BinChoice {
+  int chosen;
+  float acc;
+};
+
+// sh.chosen must be -1 on entry (set before the __syncthreads that ends the histogram fill).
+__device__ __forceinline__ BinChoice choose_bin(int bins, float target, BlockShared& sh) {
+  // Each thread owns `per` consecutive bins; a suffix scan over threads gives the weight above.
+  const int per = bins / kThreads;
+  float local = 0.f;
+  for (int b = 0; b < per; ++b) local += sh.hist[threadIdx.x * per + b];
+  sh.scan[threadIdx.x] = local;
+  __syncthreads();
+  for (int off = 1; off < kThreads; off <<= 1) {
+    const float add = threadIdx.x + off < kThreads ? sh.scan[threadIdx.x + off] : 0.f;
+    __syncthreads();
+    sh.scan[threadIdx.x] += add;
+    __syncthreads();
+  }
+  const float above = sh.scan[threadIdx.x] - local;  // weight of bins owned by higher threads
+  if (above < target && above + local >= target) {
+    float a = above;
+    for (int b = per - 1; b >= 0; --b) {
+      const float h = sh.hist[threadIdx.x * per + b];
+      if (a + h >= target || b == 0) {
+        sh.chosen = threadIdx.x * per + b;
+        sh.chosen_acc = a;
+        break;
+      }
+      a += h;
+    }
+  }
+  __syncthreads();
+  const BinChoice c{sh.chosen, sh.chosen_acc};
+  __syncthreads();
+  return c;
+}
+
 // Largest key T with weight(keys >= max(T, floor_key)) >= target; mass weights exp(z - zmax)
 // when `mass`, else counts. Same contract as the CPU radix_select.
-__device__ inline uint32_t radix_select_dev(const void* row, int dtype, int64_t n, float t, float zmax, bool mass,
+__device__ __forceinline__ uint32_t radix_select_dev(const void* row, int dtype, int64_t n, float t, float zmax, bool mass,
                                      uint32_t floor_key, float target, BlockShared& sh) {
   uint32_t prefix = 0, mask = 0;
   for (int level = 0; level < 3; ++level) {
@@ -175,35 +215,9 @@ __device__ inline uint32_t radix_select_dev(const void* row, int dtype, int64_t 
         atomicAdd(&sh.hist[(k >> shift) & (bins - 1)], mass ? __expf(z - zmax) : 1.f);
     }
     __syncthreads();
-    // Each thread owns `per` consecutive bins; a suffix scan over threads gives the weight above.
-    const int per = bins / kThreads;
-    float local = 0.f;
-    for (int b = 0; b < per; ++b) local += sh.hist[threadIdx.x * per + b];
-    sh.scan[threadIdx.x] = local;
-    __syncthreads();
-    for (int off = 1; off < kThreads; off <<= 1) {
-      const float add = threadIdx.x + off < kThreads ? sh.scan[threadIdx.x + off] : 0.f;
-      __syncthreads();
-      sh.scan[threadIdx.x] += add;
-      __syncthreads();
-    }
-    const float above = sh.scan[threadIdx.x] - local;  // weight of bins owned by higher threads
-    if (above < target && above + local >= target) {
-      float acc = above;
-      for (int b = per - 1; b >= 0; --b) {
-        const float h = sh.hist[threadIdx.x * per + b];
-        if (acc + h >= target || b == 0) {
-          sh.chosen = threadIdx.x * per + b;
-          sh.chosen_acc = acc;
-          break;
-        }
-        acc += h;
-      }
-    }
-    __syncthreads();
-    const int chosen = sh.chosen;
-    const float acc = sh.chosen_acc;
-    __syncthreads();
+    const BinChoice c = choose_bin(bins, target, sh);
+    const int chosen = c.chosen;
+    const float acc = c.acc;
     if (chosen < 0) return floor_key;
     target -= acc;
     prefix |= static_cast<uint32_t>(chosen) << shift;
@@ -213,7 +227,7 @@ __device__ inline uint32_t radix_select_dev(const void* row, int dtype, int64_t 
 }
 
 // Block-wide filter of one row (see filter_row on the CPU side); every thread gets the result.
-__device__ inline RowFilter filter_row_dev(const void* row, int dtype, int64_t n, float t, int64_t top_k, float top_p,
+__device__ __forceinline__ RowFilter filter_row_dev(const void* row, int dtype, int64_t n, float t, int64_t top_k, float top_p,
                                     float min_p, BlockShared& sh) {
   RowFilter f{};
   f.t = t;

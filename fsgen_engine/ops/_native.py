@@ -46,6 +46,11 @@ def dtype_code(t: torch.Tensor) -> int:
     return DTYPE_CODES[t.dtype]
 
 
+def native_function(name: str, device: torch.device):
+    """The ``_C`` function ``name`` serving tensors on ``device`` (e.g. a CUDA op's workspace size)."""
+    return getattr(native(), name)
+
+
 def call_native(fn: str, backend: str, device: torch.device, **kwargs) -> None:
     """Call ``_C.{fn}_{backend}`` with keyword arguments (names: csrc/include/op_args.h). The CUDA
     entry points also get the device index, which they make current for the launch (``_C`` does not

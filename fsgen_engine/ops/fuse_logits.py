@@ -29,6 +29,7 @@ import torch
 
 from fsgen_engine.ops._dispatch import Op
 from fsgen_engine.ops._native import call_native, dtype_code
+from fsgen_engine.ops._split import split_args
 from fsgen_engine.ops._validate import FLOAT_DTYPES, check_last_dim_contiguous, check_nonempty, check_tensor
 from fsgen_engine.reference.fuse_logits import fuse_logits_reference, preset_weights
 
@@ -109,9 +110,12 @@ def _kernel(backend, large, small, small_ft, w_l, w_s, w_f, log_alpha):
     elif B > 0:
         small_ft_ptr = 0 if ft is None else ft.data_ptr()
         ft = small if ft is None else ft  # strides and dtype of an input that is not read: any valid ones
+        # CUDA: 256-thread blocks, 4 columns per thread per step: at least 1024 columns per split.
+        split, _ws = (split_args(OP.name, large.device, B, V, min_cols=1024, blocks_per_sm=4) if backend == "cuda"
+                      else ({}, None))
         call_native(OP.name, backend, large.device, large=large.data_ptr(), large_stride=large.stride(0),
                     large_dtype=dtype_code(large), small=small.data_ptr(), small_stride=small.stride(0),
                     small_dtype=dtype_code(small), small_ft=small_ft_ptr,
                     small_ft_stride=ft.stride(0), small_ft_dtype=dtype_code(ft), batch=B, vocab=V, w_large=w_l,
-                    w_small=w_s, w_small_ft=w_f, log_alpha=log_alpha, out=out.data_ptr())
+                    w_small=w_s, w_small_ft=w_f, log_alpha=log_alpha, out=out.data_ptr(), **split)
     return out

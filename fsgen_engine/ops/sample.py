@@ -20,6 +20,7 @@ import torch
 from fsgen_engine.ops._dispatch import Op
 from fsgen_engine.ops._native import call_native, dtype_code
 from fsgen_engine.ops._sampling import SamplingTensors, check_logits, draw_seed
+from fsgen_engine.ops._split import split_args
 
 __all__ = ["sample", "SamplingTensors"]
 
@@ -63,9 +64,12 @@ def _kernel(backend, logits, params, generator):
 
         sample_any_triton(logits, params.temperature, params.top_k, params.top_p, params.min_p, seed, out)
     else:
+        # CUDA: 512-thread blocks per pass of the split pipeline, at least 2048 columns per split.
+        split, _ws = (split_args(OP.name, logits.device, logits.shape[0], logits.shape[1], min_cols=2048,
+                                 blocks_per_sm=2) if backend == "cuda" else ({}, None))
         call_native(OP.name, backend, logits.device, logits=logits.data_ptr(), batch=logits.shape[0],
                     vocab=logits.shape[1], row_stride=logits.stride(0), dtype=dtype_code(logits),
                     temperature=params.temperature.data_ptr(), top_k=params.top_k.data_ptr(),
                     top_p=params.top_p.data_ptr(), min_p=params.min_p.data_ptr(), seed=seed.data_ptr(),
-                    out=out.data_ptr())
+                    out=out.data_ptr(), **split)
     return out

@@ -17,6 +17,7 @@ import torch
 from fsgen_engine.ops._dispatch import Op
 from fsgen_engine.ops._native import call_native, dtype_code
 from fsgen_engine.ops._sampling import SamplingTensors, check_logits, draw_seed
+from fsgen_engine.ops._split import split_args
 from fsgen_engine.ops._validate import FLOAT_DTYPES, check_last_dim_contiguous, check_tensor
 
 OP = Op("verify", native=True, triton=True)
@@ -122,6 +123,9 @@ def _kernel(backend, draft_tokens, target_logits, draft_probs, num_draft, params
                       params.top_p, params.min_p, seed, accepted, next_token)
         return accepted, next_token
     q = draft_probs
+    # CUDA: one logical row per position, 512-thread blocks, at least 2048 columns per split.
+    split, _ws = (split_args(NAME, device, b * (k + 1), target_logits.shape[2], min_cols=2048, blocks_per_sm=2)
+                  if backend == "cuda" else ({}, None))
     call_native(NAME, backend, device, draft_tokens=draft_tokens.data_ptr(), draft_stride=draft_tokens.stride(0),
                 logits=target_logits.data_ptr(), logits_stride_b=target_logits.stride(0),
                 logits_stride_k=target_logits.stride(1), logits_dtype=dtype_code(target_logits),
@@ -130,5 +134,5 @@ def _kernel(backend, draft_tokens, target_logits, draft_probs, num_draft, params
                 num_draft=num_draft.data_ptr(), batch=b, max_draft=k, vocab=target_logits.shape[2],
                 temperature=params.temperature.data_ptr(), top_k=params.top_k.data_ptr(),
                 top_p=params.top_p.data_ptr(), min_p=params.min_p.data_ptr(), seed=seed.data_ptr(),
-                out_accepted=accepted.data_ptr(), out_next=next_token.data_ptr())
+                out_accepted=accepted.data_ptr(), out_next=next_token.data_ptr(), **split)
     return accepted, next_token

@@ -2,7 +2,8 @@
 
 Op tests that take ``device, backend`` run on the CPU backends (C++, Triton under the interpreter,
 reference) and, on a machine with a GPU, on the GPU backends (``cuda`` from ``_C``, Triton compiled
-for the GPU, reference) too, so that no GPU kernel goes untested where a GPU exists.
+for the GPU, reference) too, so that no GPU kernel goes untested where a GPU exists. ``cuda`` runs
+twice: as ``auto`` chooses, and with every row cut into 3 column splits (the small-batch kernels).
 """
 import pytest
 import torch
@@ -20,6 +21,9 @@ def device_backends(native: str | None, *, triton_kernel: bool = True, exclude_i
             if exclude_interpreted and b == "triton" and dev == "cpu":
                 continue
             out.append(pytest.param(dev, b, id=f"{dev}-{b}"))
+            if dev == "cuda" and b == "cuda":
+                # the split-row regime of the CUDA kernels (auto picks it only for long rows at small batch)
+                out.append(pytest.param(dev, b, id=f"{dev}-{b}-split3", marks=pytest.mark.split_rows(3)))
     return out
 
 
