@@ -76,7 +76,7 @@ print("native functions:", len(names), "cuda:", sorted(n for n in names if n.end
 
 # Every op test on the GPU backends (cuda from _C, Triton compiled for the GPU, reference on CUDA).
 s_ops() {
-    "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" tests/ops -k "cuda" -rfE \
+    "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" tests/ops -k "cuda and not emulated" -rfE \
         --junitxml="$OUT/ops.xml"
 }
 

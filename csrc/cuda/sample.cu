@@ -45,10 +45,11 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const char* logits, in
 
 void sample_cuda(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride, int dtype, std::uintptr_t temperature,
                  std::uintptr_t top_k, std::uintptr_t top_p, std::uintptr_t min_p, std::uintptr_t seed,
-                 std::uintptr_t out, int64_t splits, std::uintptr_t workspace, int64_t workspace_bytes, int device,
-                 std::uintptr_t stream) {
+                 std::uintptr_t out, int64_t splits, std::uintptr_t workspace, int64_t workspace_bytes,
+                 bool all_greedy, int device, std::uintptr_t stream) {
   if (splits > 1) {
-    const SplitArgs g{logits, row_stride, 0, dtype, B, 1, V, splits, temperature, top_k, top_p, min_p, seed, 0};
+    const SplitArgs g{logits, row_stride, 0, dtype, B, 1, V, splits, temperature, top_k, top_p, min_p, seed, 0,
+                      all_greedy};
     split_sample_or_verify("sample_cuda", g, nullptr, out, workspace, workspace_bytes, device, stream);
     return;
   }
@@ -62,7 +63,7 @@ int64_t sample_cuda_workspace(int64_t rows, int64_t vocab, int64_t splits) {
 }
 
 FSGEN_DEF(sample_cuda, "ops.sample on CUDA (see op_args.h for the arguments)", FSGEN_SAMPLE_ARGS,
-          FSGEN_CUDA_SPLIT_ARGS, FSGEN_CUDA_ARGS);
+          FSGEN_CUDA_SPLIT_ARGS, FSGEN_ALL_GREEDY_ARG, FSGEN_CUDA_ARGS);
 FSGEN_DEF(sample_cuda_workspace, "workspace bytes of sample_cuda (rows = batch)", FSGEN_WORKSPACE_ARGS);
 
 }  // namespace

@@ -13,6 +13,8 @@
 //
 //   memset(hist) · MAX (+ top-k level-0 counts) · SELECT · 5 x (HIST · SELECT) · [TOTAL] · RACE · FINAL
 //
+// (MAX · SELECT · FINAL only when the host knows every row is greedy: all_greedy.)
+//
 // Radix selects: top-k uses levels 0 (counted in MAX), 1, 2; top-p levels 0, 1, 2 over the keys
 // >= the top-k threshold, its target top_p x (sum of its level-0 histogram = the top-k mass).
 // Histograms are accumulated per block in shared memory and added to the row's global histogram
@@ -479,11 +481,21 @@ void split_sample_or_verify(const char* where, const SplitArgs& g, const VerifyE
   const unsigned grid = static_cast<unsigned>(R * S), rows = static_cast<unsigned>(R);
   launch(where, device, stream, grid, kThreads, 0, max_pass, a);
   launch(where, device, stream, rows, kThreads, 0, select_pass, a, true);
+  const int64_t* seed = ptr<const int64_t>(g.seed);
+  if (g.all_greedy) {  // greedy rows need only the argmax: straight to the final kernel
+    if (v == nullptr) {
+      launch(where, device, stream, static_cast<unsigned>(g.batch), kThreads, 0, sample_final, a, ptr<int64_t>(out));
+    } else {
+      launch(where, device, stream, static_cast<unsigned>(g.batch), kThreads, 0, verify_final, a,
+             ptr<const int64_t>(v->draft), v->d_s0, v->q ? ptr<const char>(v->q) : nullptr, v->q_s0, v->q_s1,
+             v->q_dtype, seed, ptr<int64_t>(v->out_accepted), ptr<int64_t>(out));
+    }
+    return;
+  }
   for (int step = 0; step < 5; ++step) {  // top-k levels 1, 2 and top-p levels 0, 1, 2
     launch(where, device, stream, grid, kThreads, 0, hist_pass, a);
     launch(where, device, stream, rows, kThreads, 0, select_pass, a, false);
   }
-  const int64_t* seed = ptr<const int64_t>(g.seed);
   if (v == nullptr) {
     launch(where, device, stream, grid, kThreads, 0, race_pass, a, static_cast<const int64_t*>(nullptr),
            static_cast<int64_t>(0), static_cast<const char*>(nullptr), static_cast<int64_t>(0),

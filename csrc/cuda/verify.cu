@@ -86,9 +86,11 @@ void verify_cuda(std::uintptr_t draft, int64_t d_s0, std::uintptr_t logits, int6
                  std::uintptr_t q, int64_t q_s0, int64_t q_s1, int q_dtype, std::uintptr_t num_draft, int64_t B,
                  int64_t K, int64_t V, std::uintptr_t temperature, std::uintptr_t top_k, std::uintptr_t top_p,
                  std::uintptr_t min_p, std::uintptr_t seed, std::uintptr_t out_accepted, std::uintptr_t out_next,
-                 int64_t splits, std::uintptr_t workspace, int64_t workspace_bytes, int device, std::uintptr_t stream) {
+                 int64_t splits, std::uintptr_t workspace, int64_t workspace_bytes, bool all_greedy, int device,
+                 std::uintptr_t stream) {
   if (splits > 1) {
-    const SplitArgs g{logits, l_s0, l_s1, dtype, B, K + 1, V, splits, temperature, top_k, top_p, min_p, seed, num_draft};
+    const SplitArgs g{logits, l_s0, l_s1, dtype, B, K + 1, V, splits, temperature, top_k, top_p, min_p, seed, num_draft,
+                      all_greedy};
     const VerifyExtra v{draft, d_s0, q, q_s0, q_s1, q_dtype, out_accepted};
     split_sample_or_verify("verify_cuda", g, &v, out_next, workspace, workspace_bytes, device, stream);
     return;
@@ -106,7 +108,7 @@ int64_t verify_cuda_workspace(int64_t rows, int64_t vocab, int64_t splits) {
 }
 
 FSGEN_DEF(verify_cuda, "ops.verify on CUDA (see op_args.h for the arguments)", FSGEN_VERIFY_ARGS,
-          FSGEN_CUDA_SPLIT_ARGS, FSGEN_CUDA_ARGS);
+          FSGEN_CUDA_SPLIT_ARGS, FSGEN_ALL_GREEDY_ARG, FSGEN_CUDA_ARGS);
 FSGEN_DEF(verify_cuda_workspace, "workspace bytes of verify_cuda (rows = batch x (max_draft + 1))",
           FSGEN_WORKSPACE_ARGS);
 

@@ -15,6 +15,9 @@
 // (at least what the op's `<op>_cuda_workspace(rows, vocab, splits)` returns; 0 bytes when splits <= 1).
 #define FSGEN_CUDA_SPLIT_ARGS py::arg("splits"), py::arg("workspace"), py::arg("workspace_bytes")
 #define FSGEN_WORKSPACE_ARGS py::arg("rows"), py::arg("vocab"), py::arg("splits")
+// sample / verify on CUDA: `all_greedy` promises that every row has temperature 0 (known on the
+// host), so the split pipeline launches only its argmax passes.
+#define FSGEN_ALL_GREEDY_ARG py::arg("all_greedy")
 
 // logits [batch, vocab] (unit stride along vocab); float32 out_stats [4, batch] (entropy, max_prob,
 // margin, logsumexp); int64 out_argmax [batch].

@@ -15,6 +15,7 @@ struct SplitArgs {
   int64_t batch, positions, vocab, splits;
   std::uintptr_t temperature, top_k, top_p, min_p, seed;
   std::uintptr_t num_draft;  // verify only (0 for sample)
+  bool all_greedy;           // every row has temperature 0: only the argmax passes run
 };
 
 struct VerifyExtra {

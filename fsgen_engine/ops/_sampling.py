@@ -14,12 +14,14 @@ from fsgen_engine.ops._validate import FLOAT_DTYPES, check_last_dim_contiguous, 
 @dataclass(frozen=True)
 class SamplingTensors:
     """Validated per-row sampling parameters, each ``[B]`` on one device: float32 temperature,
-    int64 top_k, float32 top_p, float32 min_p."""
+    int64 top_k, float32 top_p, float32 min_p. ``all_greedy``: known on the host that every row has
+    temperature 0 (a scalar 0 was given), so kernels may skip everything but the argmax."""
 
     temperature: torch.Tensor
     top_k: torch.Tensor
     top_p: torch.Tensor
     min_p: torch.Tensor
+    all_greedy: bool = False
 
     @classmethod
     def prepare(cls, batch: int, device: torch.device | str, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
@@ -29,7 +31,9 @@ class SamplingTensors:
         return cls(temperature=_param(op, "temperature", temperature, batch, device),
                    top_k=_param(op, "top_k", top_k, batch, device),
                    top_p=_param(op, "top_p", top_p, batch, device),
-                   min_p=_param(op, "min_p", min_p, batch, device))
+                   min_p=_param(op, "min_p", min_p, batch, device),
+                   all_greedy=isinstance(temperature, numbers.Number) and not isinstance(temperature, bool)
+                   and temperature == 0)
 
     @classmethod
     def resolve(cls, op: str, params: "SamplingTensors | None", batch: int, device: torch.device,

@@ -67,6 +67,8 @@ def _kernel(backend, logits, params, generator):
         # CUDA: 512-thread blocks per pass of the split pipeline, at least 2048 columns per split.
         split, _ws = (split_args(OP.name, logits.device, logits.shape[0], logits.shape[1], min_cols=2048,
                                  blocks_per_sm=2) if backend == "cuda" else ({}, None))
+        if backend == "cuda":
+            split["all_greedy"] = params.all_greedy
         call_native(OP.name, backend, logits.device, logits=logits.data_ptr(), batch=logits.shape[0],
                     vocab=logits.shape[1], row_stride=logits.stride(0), dtype=dtype_code(logits),
                     temperature=params.temperature.data_ptr(), top_k=params.top_k.data_ptr(),

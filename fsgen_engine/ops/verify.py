@@ -126,6 +126,8 @@ def _kernel(backend, draft_tokens, target_logits, draft_probs, num_draft, params
     # CUDA: one logical row per position, 512-thread blocks, at least 2048 columns per split.
     split, _ws = (split_args(NAME, device, b * (k + 1), target_logits.shape[2], min_cols=2048, blocks_per_sm=2)
                   if backend == "cuda" else ({}, None))
+    if backend == "cuda":
+        split["all_greedy"] = params.all_greedy
     call_native(NAME, backend, device, draft_tokens=draft_tokens.data_ptr(), draft_stride=draft_tokens.stride(0),
                 logits=target_logits.data_ptr(), logits_stride_b=target_logits.stride(0),
                 logits_stride_k=target_logits.stride(1), logits_dtype=dtype_code(target_logits),
