@@ -8,7 +8,12 @@ std::vector<RegisterFn>& registry() {
 }
 }  // namespace fsgen
 
-PYBIND11_MODULE(_C, m) {
+// The SIMT emulator build (CMake FSGEN_SIMT) names the module _C_simt (tests only, csrc/simt/simt.h).
+#ifndef FSGEN_MODULE_NAME
+#define FSGEN_MODULE_NAME _C
+#endif
+
+PYBIND11_MODULE(FSGEN_MODULE_NAME, m) {
   m.doc() = "fsgen_engine native kernels (C++ CPU and, when built, CUDA)";
 #ifdef FSGEN_WITH_CUDA
   m.attr("has_cuda") = true;

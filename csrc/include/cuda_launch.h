@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace fsgen {
 
@@ -42,13 +43,20 @@ inline void check_workspace(const char* where, int64_t have, int64_t need) {
 }
 
 // Launch kernel<<<grid, block, smem, stream>>>(args...) on `device`; nothing when the grid is empty.
+// In the SIMT emulator build (_C_simt, csrc/simt/simt.h) the kernel runs on the host instead, and a
+// bad configuration or a deadlock is thrown as fsgen::simt::Error.
 template <typename... Params, typename... Args>
 void launch(const char* where, int device, std::uintptr_t stream, dim3 grid, dim3 block, size_t smem,
             void (*kernel)(Params...), Args&&... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
   DeviceGuard guard(device, where);
+#ifdef FSGEN_SIMT
+  (void)stream;
+  simt::launch(where, grid, block, smem, kernel, std::forward<Args>(args)...);
+#else
   kernel<<<grid, block, smem, reinterpret_cast<cudaStream_t>(stream)>>>(static_cast<Params>(args)...);
   check_cuda(cudaGetLastError(), where);
+#endif
 }
 
 }  // namespace fsgen
