@@ -70,7 +70,7 @@ namespace simt {
 namespace {
 
 constexpr size_t kStackBytes = 64 * 1024;
-constexpr long kMaxIdleYields = 1L << 24;  // yields without any barrier or return: a livelock
+constexpr long kMaxIdleYields = 1L << 20;  // yields without any barrier or return: a livelock
 
 enum State : int { kReady, kAtBlock, kAtWarp, kDone };
 

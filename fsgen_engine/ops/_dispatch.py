@@ -3,7 +3,9 @@
 Backends, in order of preference for a tensor's device:
   cuda device: ``cuda`` (native ``_C``), ``triton``, ``reference``
   cpu device:  ``cpu`` (native ``_C``), ``reference``; ``triton`` only when forced and running under
-               ``TRITON_INTERPRET=1`` (the interpreter is for tests, never picked automatically).
+               ``TRITON_INTERPRET=1`` (the interpreter is for tests, never picked automatically);
+               ``cuda`` only when forced inside ``_native.use_cuda_emulator`` (the CUDA kernels run by
+               the SIMT emulator, for tests; never picked by ``auto`` or ``FSGEN_BACKEND``).
 Other device types (``meta``, ``mps``, ...) are refused before any backend runs: the native kernels
 would read their ``data_ptr()`` as host memory.
 
@@ -45,6 +47,8 @@ def available_backends(device: torch.device, *, native: str | None, triton_kerne
     elif device.type == "cpu":
         if native and has_native_cpu(f"{native}_cpu"):
             out.append("cpu")
+        if native and has_native_cuda(f"{native}_cuda", "cpu"):
+            out.append("cuda")
         if include_interpreter and triton_kernel and triton_available() and triton_interpreting():
             out.append("triton")
     out.append("reference")
@@ -64,10 +68,10 @@ def choose_backend(op: str, device: torch.device, backend: str | None, *, native
         raise ValueError(f"{op}: backend={backend!r} is not available for {device.type} tensors here "
                          f"(available: {', '.join(usable)}); {_why_missing(backend, device, native, triton_kernel)}")
     preferred = env_backend()
-    if preferred != "auto" and preferred in usable:
+    if preferred != "auto" and preferred in usable and not (device.type == "cpu" and preferred == "cuda"):
         return preferred
     if device.type == "cpu":
-        usable = [b for b in usable if b != "triton"]
+        usable = [b for b in usable if b not in ("triton", "cuda")]
     return usable[0]
 
 

@@ -1,8 +1,10 @@
 """Access to the optional native extension ``fsgen_engine._C`` and the Triton kernels."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from typing import Iterator
 
 import torch
 
@@ -24,7 +26,37 @@ def has_native_cpu(fn_name: str) -> bool:
     return mod is not None and hasattr(mod, fn_name)
 
 
-def has_native_cuda(fn_name: str) -> bool:
+# Tests only: the SIMT emulator module (``_C_simt``, csrc/simt/simt.h, built by tests/_simt.py) that runs
+# the CUDA kernels on CPU tensors. While one is set, the ops offer backend="cuda" for cpu tensors and
+# run it there; ``auto`` and FSGEN_BACKEND never pick it (ops/_dispatch.py).
+_cuda_emulator = None
+
+
+def cuda_emulator():
+    """The CUDA emulator module in use, or ``None`` (the default: no emulation)."""
+    return _cuda_emulator
+
+
+@contextlib.contextmanager
+def use_cuda_emulator(module) -> Iterator[object]:
+    """Within the block, ``backend="cuda"`` on **cpu** tensors runs ``module.{op}_cuda`` (the CUDA kernels
+    under the SIMT emulator; ``module`` is a ``_C_simt`` from tests/_simt.py). Process-wide, restored on
+    exit; for tests."""
+    global _cuda_emulator
+    if module is not None and not getattr(module, "is_simt_emulator", False):
+        raise TypeError(f"use_cuda_emulator: {module!r} is not a SIMT emulator module (_C_simt from tests/_simt.py)")
+    previous, _cuda_emulator = _cuda_emulator, module
+    try:
+        yield module
+    finally:
+        _cuda_emulator = previous
+
+
+def has_native_cuda(fn_name: str, device_type: str = "cuda") -> bool:
+    """Whether ``fn_name`` (``{op}_cuda``) can run on tensors of ``device_type``: from ``_C`` on cuda
+    devices, from the CUDA emulator (if one is set) on cpu tensors."""
+    if device_type == "cpu":
+        return _cuda_emulator is not None and hasattr(_cuda_emulator, fn_name)
     mod = native()
     return mod is not None and bool(getattr(mod, "has_cuda", False)) and hasattr(mod, fn_name)
 
