@@ -192,6 +192,8 @@ bool release_warp_group() {
           break;
         }
         case kWarpBallot: o.result = ballot; break;
+        case kWarpAny: o.result = ballot != 0; break;
+        case kWarpAll: o.result = ballot == group; break;
         case kWarpReduceAdd: o.result = static_cast<uint32_t>(sum); break;
         case kWarpReduceMin: o.result = mn; break;
         case kWarpReduceMax: o.result = mx; break;

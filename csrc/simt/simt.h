@@ -71,7 +71,7 @@ struct Error : std::runtime_error {
 };
 
 // Kinds of warp-level operations; the scheduler computes their results when it releases the lanes.
-enum WarpOp : int { kWarpSync = 0, kWarpShfl, kWarpBallot, kWarpReduceAdd, kWarpReduceMin, kWarpReduceMax, kWarpMatchAny };
+enum WarpOp : int { kWarpSync = 0, kWarpShfl, kWarpBallot, kWarpReduceAdd, kWarpReduceMin, kWarpReduceMax, kWarpMatchAny, kWarpAny, kWarpAll };
 
 // Warp barrier of the calling lane: `value` / `src_lane` (shuffles), `pred` (ballot); returns the
 // operation's 64-bit result for this lane. Throws for a mask without the calling lane.
@@ -173,10 +173,12 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
 inline unsigned __ballot_sync(unsigned mask, int pred) {
   return static_cast<unsigned>(fsgen::simt::warp_op("__ballot_sync", mask, fsgen::simt::kWarpBallot, 0, -1, pred != 0));
 }
-inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0u; }
+// (computed at the release of the group: a lane that returns right after the vote must still count)
+inline int __any_sync(unsigned mask, int pred) {
+  return static_cast<int>(fsgen::simt::warp_op("__any_sync", mask, fsgen::simt::kWarpAny, 0, -1, pred != 0));
+}
 inline int __all_sync(unsigned mask, int pred) {
-  // all lanes of the group voted: ballot == the group's live lanes within the mask
-  return __ballot_sync(mask, pred) == (mask & fsgen::simt::live_lanes());
+  return static_cast<int>(fsgen::simt::warp_op("__all_sync", mask, fsgen::simt::kWarpAll, 0, -1, pred != 0));
 }
 // The lanes that have not returned (the emulator cannot see divergence inside a warp: convergent code).
 inline unsigned __activemask() { return fsgen::simt::live_lanes(); }

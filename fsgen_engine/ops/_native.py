@@ -86,7 +86,13 @@ def native_function(name: str, device: torch.device):
 def call_native(fn: str, backend: str, device: torch.device, **kwargs) -> None:
     """Call ``_C.{fn}_{backend}`` with keyword arguments (names: csrc/include/op_args.h). The CUDA
     entry points also get the device index, which they make current for the launch (``_C`` does not
-    link libtorch, so torch's device guard does not reach it), and that device's current stream."""
+    link libtorch, so torch's device guard does not reach it), and that device's current stream. On
+    cpu tensors the ``cuda`` backend is the CUDA emulator's (:func:`use_cuda_emulator`)."""
+    if backend == "cuda" and device.type == "cpu":
+        if _cuda_emulator is None:
+            raise RuntimeError(f"{fn}: the cuda backend on cpu tensors needs the CUDA emulator (use_cuda_emulator)")
+        getattr(_cuda_emulator, f"{fn}_cuda")(**kwargs, device=0, stream=0)
+        return
     entry = getattr(native(), f"{fn}_{backend}")
     if backend == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
