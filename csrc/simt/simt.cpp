@@ -69,13 +69,82 @@ namespace fsgen {
 namespace simt {
 namespace {
 
+// Fiber switch. On x86-64 a few instructions that save the callee-saved registers and the FP control
+// words (glibc's swapcontext also saves the signal mask with a system call on every switch, which made
+// it most of the emulator's run time); elsewhere ucontext.
+#if defined(__x86_64__) && !defined(FSGEN_SIMT_UCONTEXT)
+extern "C" void fsgen_simt_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .p2align 4
+  .globl fsgen_simt_switch
+  .hidden fsgen_simt_switch
+  .type fsgen_simt_switch,@function
+fsgen_simt_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size fsgen_simt_switch, .-fsgen_simt_switch
+)");
+struct Context {
+  void* sp = nullptr;
+};
+inline void switch_context(Context& from, Context& to) { fsgen_simt_switch(&from.sp, to.sp); }
+// A fresh context that enters entry() (which never returns) on the stack [base, base + size).
+inline void make_context(Context& c, char* base, size_t size, void (*entry)()) {
+  uintptr_t top = (reinterpret_cast<uintptr_t>(base) + size) & ~static_cast<uintptr_t>(15);
+  auto* sp = reinterpret_cast<uint64_t*>(top - 8);  // entry sees rsp = 8 (mod 16), as after a call
+  *sp = 0;                                          // its (never used) return address
+  *--sp = reinterpret_cast<uint64_t>(entry);        // popped by the switch's ret
+  for (int i = 0; i < 6; ++i) *--sp = 0;            // rbp rbx r12..r15
+  uint32_t mxcsr;
+  uint16_t fpucw;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fpucw));
+  --sp;
+  std::memcpy(reinterpret_cast<char*>(sp), &mxcsr, 4);
+  std::memcpy(reinterpret_cast<char*>(sp) + 4, &fpucw, 2);
+  c.sp = sp;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void make_context(Context& c, char* base, size_t size, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = base;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+}
+#endif
+
 constexpr size_t kStackBytes = 64 * 1024;
 constexpr long kMaxIdleYields = 1L << 20;  // yields without any barrier or return: a livelock
 
 enum State : int { kReady, kAtBlock, kAtWarp, kDone };
 
 struct Fiber {
-  ucontext_t ctx;
+  Context ctx;
   char* stack = nullptr;
   State state = kReady;
   uint3 tid{0, 0, 0};
@@ -90,7 +159,7 @@ struct Fiber {
 };
 
 struct Scheduler {
-  ucontext_t main_ctx;
+  Context main_ctx;
   std::vector<Fiber> fibers;
   char* stacks = nullptr;
   size_t stacks_count = 0;
@@ -122,7 +191,7 @@ struct Scheduler {
 
   void suspend() {  // back to the scheduler; resumes when released
     Fiber& f = me();
-    swapcontext(&f.ctx, &main_ctx);
+    switch_context(f.ctx, main_ctx);
   }
 };
 
@@ -137,7 +206,8 @@ void fiber_entry() {
   }
   g.me().state = kDone;
   g.idle_yields = 0;
-  setcontext(&g.main_ctx);
+  Context dead;  // this fiber is never resumed
+  switch_context(dead, g.main_ctx);
 }
 
 std::string dim_str(uint3 v) {
@@ -337,11 +407,7 @@ void run_grid(const char* where, dim3 grid, dim3 block, size_t smem, void (*fn)(
           f.state = kReady;
           f.tid = uint3{static_cast<unsigned>(t % block.x), static_cast<unsigned>(t / block.x % block.y),
                         static_cast<unsigned>(t / (block.x * block.y))};
-          getcontext(&f.ctx);
-          f.ctx.uc_stack.ss_sp = f.stack;
-          f.ctx.uc_stack.ss_size = kStackBytes;
-          f.ctx.uc_link = nullptr;
-          makecontext(&f.ctx, fiber_entry, 0);
+          make_context(f.ctx, f.stack, kStackBytes, fiber_entry);
         }
         g.idle_yields = 0;
         for (;;) {
@@ -350,7 +416,7 @@ void run_grid(const char* where, dim3 grid, dim3 block, size_t smem, void (*fn)(
             if (g.fibers[t].state != kReady) continue;
             g.current = t;
             threadIdx = g.fibers[t].tid;
-            swapcontext(&g.main_ctx, &g.fibers[t].ctx);
+            switch_context(g.main_ctx, g.fibers[t].ctx);
             g.current = -1;
             if (g.error) std::rethrow_exception(g.error);
             ran = true;
