@@ -79,7 +79,10 @@ def dtype_code(t: torch.Tensor) -> int:
 
 
 def native_function(name: str, device: torch.device):
-    """The ``_C`` function ``name`` serving tensors on ``device`` (e.g. a CUDA op's workspace size)."""
+    """The ``_C`` function ``name`` serving tensors on ``device`` (e.g. a CUDA op's workspace size); a
+    ``*_cuda*`` function on cpu tensors is the CUDA emulator's (:func:`use_cuda_emulator`)."""
+    if device.type == "cpu" and "_cuda" in name and _cuda_emulator is not None:
+        return getattr(_cuda_emulator, name)
     return getattr(native(), name)
 
 

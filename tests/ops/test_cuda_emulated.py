@@ -32,6 +32,14 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 INF, NAN = math.inf, math.nan
 
 
+@pytest.fixture(params=["off", "auto", "7"], ids=lambda s: f"split={s}")
+def cuda_ops(emulated, request, monkeypatch):
+    """The emulated CUDA ops with one block per row (off), the split heuristic for a 132-SM device
+    (auto) and every row cut into 7 column splits (partial results merged by a second kernel)."""
+    monkeypatch.setenv("FSGEN_SPLIT_ROWS", request.param)
+    return emulated
+
+
 def gen(seed):
     return torch.Generator().manual_seed(seed)
 
@@ -196,14 +204,14 @@ def test_sm_count_is_settable(cuda_emulator):
 # ---- token_stats ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_token_stats_matches_reference(emulated, dtype):
+def test_token_stats_matches_reference(cuda_ops, dtype):
     for B, V in [(1, 1), (3, 3), (2, 37), (3, 1000), (2, 4099)]:
         x = (torch.randn(B, V, generator=gen(V)) * 4).to(dtype)
         check_stats(token_stats(x, backend="cuda"), x)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_token_stats_strided_misaligned_and_special_rows(emulated, dtype):
+def test_token_stats_strided_misaligned_and_special_rows(cuda_ops, dtype):
     V = 1001
     base = (torch.randn(6, V + 70, generator=gen(1)) * 3).to(dtype)
     x = base[:, 3:3 + V]  # row stride > V, row starts not 4-element aligned (scalar loads)
@@ -224,7 +232,7 @@ def test_token_stats_strided_misaligned_and_special_rows(emulated, dtype):
 # ---- fuse_logits ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_fuse_logits_matches_reference(emulated, dtype):
+def test_fuse_logits_matches_reference(cuda_ops, dtype):
     for B, V in [(1, 7), (3, 1001)]:
         large, small, small_ft = ((torch.randn(B, V, generator=gen(i)) * 3).to(dtype) for i in range(3))
         for method, kw in METHODS:  # weights, mask on (alpha) and off
@@ -233,7 +241,7 @@ def test_fuse_logits_matches_reference(emulated, dtype):
                          log_alpha, dtype)
 
 
-def test_fuse_logits_mixed_dtypes_strides_and_special_values(emulated):
+def test_fuse_logits_mixed_dtypes_strides_and_special_values(cuda_ops):
     B, V = 3, 1000
     large = (torch.randn(B, 2, V + 64, generator=gen(0)) * 3).to(torch.float32)[:, -1, :]
     small = (torch.randn(B, V + 7, generator=gen(1)) * 3).to(torch.bfloat16)[:, 3:]
@@ -250,7 +258,7 @@ def test_fuse_logits_mixed_dtypes_strides_and_special_values(emulated):
 # ---- sample --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_greedy_sample_is_reference_argmax(emulated, dtype):
+def test_greedy_sample_is_reference_argmax(cuda_ops, dtype):
     x = torch.randint(-3, 3, (4, 1001), generator=gen(0)).to(dtype)  # many ties
     x[0, 2] = -INF
     x[1, 7] = NAN
@@ -261,7 +269,7 @@ def test_greedy_sample_is_reference_argmax(emulated, dtype):
     assert out[2] == 0 and out[3] == 40
 
 
-def test_sampled_tokens_stay_in_the_filtered_set_and_repeat_per_seed(emulated):
+def test_sampled_tokens_stay_in_the_filtered_set_and_repeat_per_seed(cuda_ops):
     b, v = 8, 700
     x = torch.randn(b, v, generator=gen(3)) * 3
     x[::3, :100] = -INF
@@ -280,14 +288,14 @@ def test_sampled_tokens_stay_in_the_filtered_set_and_repeat_per_seed(emulated):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_sampled_low_precision_rows(emulated, dtype):
+def test_sampled_low_precision_rows(cuda_ops, dtype):
     x = (torch.randn(3, 1000, generator=gen(4)) * 3).to(dtype)
     ok = allowed(x, 0.8, 20, 0.8, 0.05)
     out = sample(x, temperature=0.8, top_k=20, top_p=0.8, min_p=0.05, generator=gen(1), backend="cuda")
     assert ok[torch.arange(3), out].all()
 
 
-def test_sample_distribution_chi_square(emulated):
+def test_sample_distribution_chi_square(cuda_ops):
     from fsgen_engine.reference.sample import filtered_probs
 
     row = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -INF])
@@ -312,7 +320,7 @@ def _params(b, t):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_greedy_verify_matches_reference(emulated, dtype):
+def test_greedy_verify_matches_reference(cuda_ops, dtype):
     b, k, v = 4, 3, 301
     logits = torch.randint(-3, 3, (b, k + 1, v), generator=gen(0)).to(dtype)
     logits[0, 1, 9] = NAN
@@ -327,7 +335,7 @@ def test_greedy_verify_matches_reference(emulated, dtype):
     assert [g.tolist() for g in got] == [w.tolist() for w in want]
 
 
-def test_sampled_verify_is_well_formed_and_reproducible(emulated):
+def test_sampled_verify_is_well_formed_and_reproducible(cuda_ops):
     b, k, v = 4, 3, 200
     logits = torch.randn(b, k + 1, v, generator=gen(1)) * 2
     q = torch.softmax(torch.randn(b, k, v, generator=gen(2)) * 2, -1)
