@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# Real Qwen2.5 shapes (from the published config.json files). Vocab 151936, rope theta 1e6.
+# Real Qwen2.5 shapes (from the published config.json files). Vocab 151936 (152064 from 7B up), rope theta 1e6.
 _QWEN = dict(model_type="qwen2", vocab_size=151936, rope_theta=1000000.0, rms_norm_eps=1e-6,
              max_position_embeddings=32768, hidden_act="silu", attention_dropout=0.0)
 SHAPES: dict[str, dict] = {
@@ -27,10 +27,13 @@ SHAPES: dict[str, dict] = {
                          num_key_value_heads=2, intermediate_size=8960, tie_word_embeddings=True),
     "qwen2.5-3b": dict(_QWEN, hidden_size=2048, num_hidden_layers=36, num_attention_heads=16,
                        num_key_value_heads=2, intermediate_size=11008, tie_word_embeddings=True),
+    # 7B and up pad the vocabulary to 152064 in their published configs (the small ones: 151936)
     "qwen2.5-7b": dict(_QWEN, hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
-                       num_key_value_heads=4, intermediate_size=18944, tie_word_embeddings=False),
+                       num_key_value_heads=4, intermediate_size=18944, tie_word_embeddings=False,
+                       vocab_size=152064),
     "qwen2.5-14b": dict(_QWEN, hidden_size=5120, num_hidden_layers=48, num_attention_heads=40,
-                        num_key_value_heads=8, intermediate_size=13824, tie_word_embeddings=False),
+                        num_key_value_heads=8, intermediate_size=13824, tie_word_embeddings=False,
+                        vocab_size=152064),
     "qwen2.5-32b": dict(_QWEN, hidden_size=5120, num_hidden_layers=64, num_attention_heads=40,
                         num_key_value_heads=8, intermediate_size=27648, tie_word_embeddings=False,
                         vocab_size=152064),

@@ -61,7 +61,16 @@ def _architecture(reader) -> str:
     return bytes(f.parts[f.data[0]]).decode()
 
 
+def _require_gguf(path: str) -> None:
+    try:
+        import gguf  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"{path}: reading a .gguf file needs the 'gguf' package, which is not installed "
+                          f"({exc}); pip install gguf, or convert the model to an HF folder (safetensors)") from exc
+
+
 def load_gguf_config(path: str):
+    _require_gguf(path)
     from transformers import AutoConfig
 
     d, name = os.path.split(os.path.abspath(path))
@@ -73,6 +82,7 @@ def load_gguf(path: str, dtype: torch.dtype, device: torch.device, tp=None) -> C
 
     ``tp``: a ``TPShard``: this rank's shard only; a block of rows is dequantised from its own blocks
     of the file, a block of columns from the whole tensor (one tensor at a time)."""
+    _require_gguf(path)
     from gguf import GGUFReader
     from gguf.quants import dequantize
 

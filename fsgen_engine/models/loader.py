@@ -49,6 +49,10 @@ def _generation_eos(folder: str):
         return json.load(f).get("eos_token_id")
 
 
+# (embedding, LM head) parameter names of the families, for checkpoints that store a tied pair once
+TIED_NAMES = (("model.embed_tokens.weight", "lm_head.weight"), ("gpt_neox.embed_in.weight", "embed_out.weight"))
+
+
 def load_hf_folder(folder: str, dtype: torch.dtype, device: torch.device, tp=None) -> CausalLM:
     """Our model from a local HF folder; weights (fp32/fp16/bf16) cast to ``dtype`` on ``device``.
 
@@ -63,6 +67,11 @@ def load_hf_folder(folder: str, dtype: torch.dtype, device: torch.device, tp=Non
     cls, cfg = resolve(hf_config, folder)
     cfg.eos_token_ids = _eos_ids(folder, hf_config)
     index = _safetensors_index(folder)
+    # A tied pair is stored once; safetensors' save_model may keep either name (the LM head's too), so
+    # the embedding is then read under the head's name.
+    alias = {}
+    if getattr(hf_config, "tie_word_embeddings", False):
+        alias = {embed: head for embed, head in TIED_NAMES if embed not in index and head in index}
     handles: dict[str, object] = {}
 
     def handle(name: str):
@@ -71,14 +80,23 @@ def load_hf_folder(folder: str, dtype: torch.dtype, device: torch.device, tp=Non
             handles[path] = safe_open(path, framework="pt")
         return handles[path]
 
+    def get(name: str) -> torch.Tensor:
+        name = alias.get(name, name)
+        return handle(name).get_tensor(name)
+
+    def get_shape(name: str):
+        name = alias.get(name, name)
+        return handle(name).get_slice(name).get_shape()
+
     def get_part(name: str, dim: int, lo: int, hi: int) -> torch.Tensor:
+        name = alias.get(name, name)
         sl = handle(name).get_slice(name)
         # reads only the block's bytes; a block of rows comes back as a view of the memory-mapped file, so it
         # is copied: a live view would keep the map, and every page the column slices read, resident
         return sl[lo:hi].clone() if dim == 0 else sl[:, lo:hi]
 
-    src = WeightSource(lambda n: handle(n).get_tensor(n), index.keys(), dtype, torch.device(device), folder,
-                       get_part=get_part, get_shape=lambda n: handle(n).get_slice(n).get_shape())
+    src = WeightSource(get, [*index, *alias], dtype, torch.device(device), folder, get_part=get_part,
+                       get_shape=get_shape)
     model = cls.from_weights(cfg, src, tp)
     handles.clear()
     return model

@@ -122,3 +122,42 @@ def test_padding_rows_still_allowed(folders):
     assert eng.vocab_size == 256
     assert torch.is_tensor(torch.tensor(eng.generate([[5, 6]], method="oracle", max_new_tokens=1,
                                                      ignore_eos=True)[0].token_ids))
+
+
+def test_gguf_without_the_gguf_package_says_what_to_install(monkeypatch):
+    """The GPU machine has no `gguf`: loading a .gguf file there must say so and how to fix it (not a
+    bare ModuleNotFoundError from deep inside the loader or transformers)."""
+    import sys
+
+    from fsgen_engine.models.gguf_loader import load_gguf, load_gguf_config
+
+    path = _smollm2()
+    monkeypatch.setitem(sys.modules, "gguf", None)  # `import gguf` now raises ImportError
+    for fn in (lambda: load_gguf_config(path), lambda: load_gguf(path, torch.float32, torch.device("cpu"))):
+        with pytest.raises(ImportError, match=r"needs the 'gguf' package.*pip install gguf"):
+            fn()
+
+
+def test_tied_checkpoint_stored_under_the_lm_head_name_loads(tmp_path):
+    """safetensors' save_model keeps one name of a tied pair, possibly `lm_head.weight` alone: the
+    embedding is then read under that name, and the logits match HF's."""
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fsgen_engine.models import load_model
+    from tests.models._paged import PagedSeqs
+
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).eval()
+    hf.save_pretrained(tmp_path)
+    state = {k: v.contiguous() for k, v in hf.state_dict().items() if k != "model.embed_tokens.weight"}
+    assert "lm_head.weight" in state
+    (tmp_path / "model.safetensors").unlink()
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    model, _ = load_model(str(tmp_path), tokenizer=False)
+    ids = [5, 17, 3, 60, 8]
+    got = PagedSeqs(model).step({0: ids}, logits="all")
+    with torch.no_grad():
+        want = hf(torch.tensor([ids])).logits[0]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
