@@ -300,3 +300,53 @@ def test_verify_split_distribution(dev, monkeypatch):
     first = torch.where(acc.cpu() > 0, draft[:, 0], nxt.cpu())
     probs = filtered_probs(rows[:1], t[:1], k[:1], p[:1], m[:1])[0].double()
     check_counts(torch.bincount(first, minlength=V).double(), probs, n, "verify")
+
+
+@pytest.mark.skipif("gpu" not in TARGETS, reason="CUDA graph capture needs a GPU with the CUDA kernels built")
+def test_split_rows_replay_in_a_cuda_graph(monkeypatch):
+    """The split pipelines (workspace from torch's allocator, a memset node, 3 to 16 launches) capture
+    into one CUDA graph and give, on replay with new inputs, what the references give."""
+    from fsgen_engine.ops import SamplingTensors
+
+    splits_env(monkeypatch, 3)
+    dev = "cuda"
+    B, K, V = 2, 3, 5000
+    x = torch.zeros(B, V, device=dev)
+    logits = torch.zeros(B, K + 1, V, device=dev)
+    draft = torch.zeros(B, K, dtype=torch.int64, device=dev)
+    params = SamplingTensors.prepare(B, dev, temperature=0.8, top_k=50, top_p=0.9)
+    greedy = SamplingTensors.prepare(B, dev, temperature=0.0)
+    g = torch.Generator(device=dev).manual_seed(0)
+
+    def step():
+        st = ops.token_stats(x, backend="cuda")
+        tok = ops.sample(x, params=params, generator=g, backend="cuda")
+        acc, nxt = ops.verify(draft, logits, params=greedy, backend="cuda", _validated=True)
+        return st, tok, acc, nxt
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    new_x = torch.randn(B, V) * 3
+    new_logits = torch.randn(B, K + 1, V) * 3
+    target = new_logits.argmax(-1)
+    new_draft = target[:, :K].clone()
+    new_draft[1, 1] = (new_draft[1, 1] + 1) % V            # row 1 is rejected at position 1
+    x.copy_(new_x)
+    logits.copy_(new_logits)
+    draft.copy_(new_draft)
+    graph.replay()
+    torch.cuda.synchronize()
+    st, tok, acc, nxt = (o.cpu() if isinstance(o, torch.Tensor) else o for o in out)
+    want = token_stats_reference(new_x.double())
+    assert torch.equal(st.argmax.cpu(), want[3])
+    torch.testing.assert_close(st.entropy.cpu().double(), want[0], rtol=2e-5, atol=2e-6)
+    allowed = filtered_probs(new_x, params.temperature.cpu(), params.top_k.cpu(), params.top_p.cpu(),
+                             params.min_p.cpu()) > 0
+    assert allowed[torch.arange(B), tok].all()
+    assert acc.tolist() == [K, 1] and nxt.tolist() == [target[0, K].item(), target[1, 1].item()]
