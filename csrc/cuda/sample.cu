@@ -27,20 +27,10 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const char* logits, in
     return;
   }
   const uint64_t seed = static_cast<uint64_t>(*seed_ptr);
-  float best = -1.f;
-  int64_t arg = 0;
-  for (int64_t j = threadIdx.x; j < V; j += kThreads) {
-    const float w = weight_dev(f, clean(load_dev(row, dtype, j)) / f.t);
-    if (w > 0.f) {
-      const float r = w / exp1(seed, static_cast<uint64_t>(b), static_cast<uint64_t>(j));
-      if (r > best) {
-        best = r;
-        arg = j;
-      }
-    }
-  }
-  block_argmax(best, arg, sh);
-  if (threadIdx.x == 0) out[b] = arg;
+  RaceBest w = race_columns(row, dtype, f, f.t, 1.f, false, nullptr, 0, -1, seed, static_cast<uint64_t>(b),
+                            threadIdx.x, V);
+  block_argmax(w.best_p, w.arg_p, sh);
+  if (threadIdx.x == 0) out[b] = w.arg_p;
 }
 
 void sample_cuda(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride, int dtype, std::uintptr_t temperature,

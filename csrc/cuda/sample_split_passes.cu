@@ -223,32 +223,12 @@ __global__ void __launch_bounds__(kThreads) race_pass(Rows a, const int64_t* dra
   }
   const RowFilter f = filter_of(st, t, a.min_p[b]);
   const int64_t lo = s * a.CH, hi = min(lo + a.CH, a.V);
-  float best_p = -1.f, best_r = -1.f, rsum = 0.f;
-  int64_t arg_p = 0, arg_r = 0;
-  for (int64_t j = lo + threadIdx.x; j < hi; j += kThreads) {
-    const float p = weight_dev(f, clean(load_dev(row, a.dtype, j)) / t) * inv_total;
-    float res = 0.f;
-    if (resid) {
-      const float qj = qrow ? load_dev(qrow, q_dtype, j) : (j == x ? 1.f : 0.f);
-      res = fmaxf(p - qj, 0.f);
-      rsum += res;
-    }
-    if (p > 0.f || res > 0.f) {
-      const float e = exp1(seed, static_cast<uint64_t>(r), static_cast<uint64_t>(j));
-      if (p / e > best_p) {
-        best_p = p / e;
-        arg_p = j;
-      }
-      if (res > 0.f && res / e > best_r) {
-        best_r = res / e;
-        arg_r = j;
-      }
-    }
-  }
-  if (verify) rsum = block_sum(rsum, sh);
-  block_argmax(best_p, arg_p, sh);
-  if (verify) block_argmax(best_r, arg_r, sh);
-  if (threadIdx.x == 0) a.part[blockIdx.x] = Partial{best_p, best_r, rsum, arg_p, arg_r};
+  RaceBest w = race_columns(row, a.dtype, f, t, inv_total, resid, qrow, q_dtype, x, seed, static_cast<uint64_t>(r),
+                            lo + threadIdx.x, hi);
+  if (verify) w.rsum = block_sum(w.rsum, sh);
+  block_argmax(w.best_p, w.arg_p, sh);
+  if (verify) block_argmax(w.best_r, w.arg_r, sh);
+  if (threadIdx.x == 0) a.part[blockIdx.x] = Partial{w.best_p, w.best_r, w.rsum, w.arg_p, w.arg_r};
 }
 
 }  // namespace

@@ -47,32 +47,11 @@ __global__ void __launch_bounds__(kThreads)
     int64_t token = f.argmax;
     if (!f.greedy) {
       // One pass: race over p and over max(0, p - q) with shared noise; p when the residual is 0.
-      float best_p = -1.f, best_r = -1.f, rsum = 0.f;
-      int64_t arg_p = 0, arg_r = 0;
-      for (int64_t j = threadIdx.x; j < V; j += kThreads) {
-        const float p = weight_dev(f, clean(load_dev(row, dtype, j)) / t) * inv_total;
-        float r = 0.f;
-        if (resid) {
-          const float qj = qrow ? load_dev(qrow, q_dtype, j) : (j == x ? 1.f : 0.f);
-          r = fmaxf(p - qj, 0.f);
-          rsum += r;
-        }
-        if (p > 0.f || r > 0.f) {
-          const float e = exp1(seed, ctr, static_cast<uint64_t>(j));
-          if (p / e > best_p) {
-            best_p = p / e;
-            arg_p = j;
-          }
-          if (r > 0.f && r / e > best_r) {
-            best_r = r / e;
-            arg_r = j;
-          }
-        }
-      }
-      rsum = block_sum(rsum, sh);
-      block_argmax(best_p, arg_p, sh);
-      block_argmax(best_r, arg_r, sh);
-      token = (resid && rsum > 0.f) ? arg_r : arg_p;
+      RaceBest w = race_columns(row, dtype, f, t, inv_total, resid, qrow, q_dtype, x, seed, ctr, threadIdx.x, V);
+      const float rsum = block_sum(w.rsum, sh);
+      block_argmax(w.best_p, w.arg_p, sh);
+      block_argmax(w.best_r, w.arg_r, sh);
+      token = (resid && rsum > 0.f) ? w.arg_r : w.arg_p;
     }
     if (threadIdx.x == 0) {
       out_accepted[b] = i;

@@ -273,6 +273,42 @@ __device__ __forceinline__ float weight_dev(const RowFilter& f, float z) {
   return f.kept(z) ? __expf(z - f.zmax) : 0.f;
 }
 
+// This thread's part of the exponential race over columns lo, lo + kThreads, ... < hi of one row:
+// over p_j = weight_j * inv_total and, when `resid`, over the residual max(0, p_j - q_j) (q the
+// draft row, or one-hot on x without one) with the same noise E(seed, ctr, j); rsum sums the residual.
+// Shared by the one-block verify / sample kernels and the split-row race, so both draw alike.
+struct RaceBest {
+  float best_p = -1.f, best_r = -1.f, rsum = 0.f;
+  int64_t arg_p = 0, arg_r = 0;
+};
+
+__device__ __forceinline__ RaceBest race_columns(const void* row, int dtype, const RowFilter& f, float t,
+                                                 float inv_total, bool resid, const void* qrow, int q_dtype, int64_t x,
+                                                 uint64_t seed, uint64_t ctr, int64_t lo, int64_t hi) {
+  RaceBest b;
+  for (int64_t j = lo; j < hi; j += kThreads) {
+    const float p = weight_dev(f, clean(load_dev(row, dtype, j)) / t) * inv_total;
+    float r = 0.f;
+    if (resid) {
+      const float qj = qrow ? load_dev(qrow, q_dtype, j) : (j == x ? 1.f : 0.f);
+      r = fmaxf(p - qj, 0.f);
+      b.rsum += r;
+    }
+    if (p > 0.f || r > 0.f) {
+      const float e = exp1(seed, ctr, static_cast<uint64_t>(j));
+      if (p / e > b.best_p) {
+        b.best_p = p / e;
+        b.arg_p = j;
+      }
+      if (r > 0.f && r / e > b.best_r) {
+        b.best_r = r / e;
+        b.arg_r = j;
+      }
+    }
+  }
+  return b;
+}
+
 }  // namespace sampling
 }  // namespace fsgen
 #endif  // __CUDACC__
