@@ -42,13 +42,13 @@ def row_splits(device: torch.device, rows: int, vocab: int, *, min_cols: int, bl
 
 
 def split_args(op: str, device: torch.device, rows: int, vocab: int, *, min_cols: int,
-               blocks_per_sm: int) -> tuple[dict, torch.Tensor]:
+               blocks_per_sm: int) -> tuple[dict, torch.Tensor | None]:
     """The ``splits`` / ``workspace`` / ``workspace_bytes`` keywords of ``{op}_cuda`` and the workspace
     (a uint8 tensor from torch's allocator; the caller keeps it alive until the launch is queued,
     after which the caching allocator reuses it in stream order)."""
     splits = row_splits(device, rows, vocab, min_cols=min_cols, blocks_per_sm=blocks_per_sm)
-    nbytes = 0
-    if splits > 1:
-        nbytes = int(native_function(f"{op}_cuda_workspace", device)(rows=rows, vocab=vocab, splits=splits))
-    ws = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
+    if splits <= 1:  # one block per row: no workspace, no allocation on the hot path
+        return {"splits": 1, "workspace": 0, "workspace_bytes": 0}, None
+    nbytes = int(native_function(f"{op}_cuda_workspace", device)(rows=rows, vocab=vocab, splits=splits))
+    ws = torch.empty(nbytes, dtype=torch.uint8, device=device)
     return {"splits": splits, "workspace": ws.data_ptr(), "workspace_bytes": nbytes}, ws
