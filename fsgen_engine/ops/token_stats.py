@@ -65,13 +65,10 @@ def _kernel(backend, logits):
 
         token_stats_triton(logits, out, arg)
     elif B > 0:
-        split, _ws = _cuda_split(logits.device, B, V) if backend == "cuda" else ({}, None)
+        # CUDA: 256-thread blocks folding 4 columns per thread per step: at least 1024 columns per split.
+        split, _ws = (split_args(OP.name, logits.device, B, V, min_cols=1024, blocks_per_sm=4) if backend == "cuda"
+                      else ({}, None))
         call_native(OP.name, backend, logits.device, logits=logits.data_ptr(), batch=B, vocab=V,
                     row_stride=logits.stride(0) if B > 1 else V, dtype=dtype_code(logits), out_stats=out.data_ptr(),
                     out_argmax=arg.data_ptr(), **split)
     return TokenStats(out[0], out[1], out[2], arg, out[3])
-
-
-def _cuda_split(device, rows, vocab):
-    # 256-thread blocks folding 4 columns per thread per step: at least 1024 columns per split.
-    return split_args(OP.name, device, rows, vocab, min_cols=1024, blocks_per_sm=4)
