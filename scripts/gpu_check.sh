@@ -98,7 +98,7 @@ s_e2e() { "$PY" bench/e2e/gpu_e2e.py --out "$OUT/e2e_gpu_check.json"; }
 
 STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=(env build ops engine kernels e2e suite)
-declare -A LIMIT=([env]=20 [build]=120 [ops]=110 [engine]=90 [suite]=150 [kernels]=80 [e2e]=130)
+declare -A LIMIT=([env]=20 [build]=120 [ops]=110 [engine]=90 [suite]=150 [kernels]=110 [e2e]=130)
 for s in "${STAGES[@]}"; do
     if ! declare -F "s_$s" > /dev/null; then echo "unknown stage: $s (stages: ${!LIMIT[*]})" >&2; exit 2; fi
 done
