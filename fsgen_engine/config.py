@@ -14,7 +14,8 @@ FSGEN_TP_BACKEND       tensor parallel: gloo | nccl (default nccl on CUDA, gloo 
 FSGEN_TP_TIMEOUT       tensor parallel: collective timeout in seconds (default 120)
 FSGEN_SPLIT_ROWS       CUDA token_stats / fuse_logits / sample / verify: auto | off | N (default auto:
                        split each row over many blocks when the batch is small; off: one block
-                       per row; N: N column splits per row, for benchmarks and tests)
+                       per row; N: N column splits per row, for benchmarks and tests; split
+                       sample/verify keep an 8 KiB histogram per row and position)
 FSGEN_BUILD_CUDA       build time only (setup.py): auto | 0 | 1
 =====================  =========================================================================
 """
