@@ -2,6 +2,7 @@
 benchmark runs (small vocabulary) on the CUDA kernels under the SIMT emulator, as ``cuda`` (rows
 split at small batch) and ``cuda-1blk`` (one block per row), beside torch eager."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_benchmark_case_runs_on_the_emulated_cuda_kernels(monkeypatch):
+    # the benchmark puts bench/kernels first on sys.path and imports its `conftest` helpers by that
+    # name: undo both afterwards, and hide a test directory's `conftest` already imported here
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [m for m in sys.modules if m == "conftest" or m.startswith("bench_")]:
+        monkeypatch.delitem(sys.modules, name)
     spec = importlib.util.spec_from_file_location("gpu_kernels", ROOT / "bench" / "gpu_kernels.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
