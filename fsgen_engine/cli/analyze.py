@@ -68,7 +68,10 @@ def run(args) -> int:
                 from fsgen_engine.analysis.uncertainty import write_draft_stop
 
                 print(write_draft_stop(samples, args.num_draft, args.draft_cost, args.out).line())
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # bad input: exit 2, as argparse's own errors
+        print(f"fsgen analyze {which}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # the analysis itself failed (e.g. a fit that does not converge)
         print(f"fsgen analyze {which}: error: {exc}", file=sys.stderr)
         return 1
     if args.out:

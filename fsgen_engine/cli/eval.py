@@ -61,9 +61,9 @@ def run(args) -> int:
         else:
             with build_engine(args) as engine:
                 run_eval(engine, cfg, args.out)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, FileNotFoundError, ImportError) as exc:  # bad input: exit 2, as argparse's own errors
         print(f"fsgen eval: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     if args.out:
         print(f"wrote traces.jsonl, records.jsonl, results.jsonl, summary.json to {args.out}", file=sys.stderr)
     return 0

@@ -80,9 +80,9 @@ def run(args) -> int:
         plan = make_plan(large, small, gpu, count, args.tp, dtype_bytes=4 if args.dtype == "float32" else 2,
                          context=args.context, num_draft_tokens=args.num_draft_tokens, shares=_shares(args.share),
                          layer_overhead_s=args.layer_overhead_us * 1e-6)
-    except ValueError as exc:
+    except ValueError as exc:  # bad input: exit 2, as argparse's own errors
         print(f"fsgen plan: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     if args.json:
         print(json.dumps(plan.to_dict()))
     else:

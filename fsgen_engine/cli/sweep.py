@@ -76,9 +76,9 @@ def run(args) -> int:
             _, failures = run_sweep_jobs(pairs, cfg, methods, routers, args.out, engine_kwargs(args),
                                          ray_address=args.ray, use_ray=args.ray is not None,
                                          retries=args.ray_retries, cpus_per_job=args.ray_cpus_per_job)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, FileNotFoundError, ImportError) as exc:  # bad input: exit 2, as argparse's own errors
         print(f"fsgen sweep: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     if args.out:
         print(f"wrote frontier.png / frontier.md / frontier.csv to {args.out}", file=sys.stderr)
     if failures:

@@ -99,7 +99,7 @@ def test_cli_prints_one_line_and_json(tmp_path, capsys):
 def test_cli_bad_csv_is_clear_error(tmp_path, capsys):
     p = tmp_path / "bad.csv"
     p.write_text("large,small_params,cf\n7B,1B,0.1\n")
-    assert main(["analyze", "scaling-law", str(p)]) == 1
+    assert main(["analyze", "scaling-law", str(p)]) == 2
     assert "large_params" in capsys.readouterr().err
 
 

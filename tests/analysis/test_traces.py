@@ -152,5 +152,5 @@ def test_cli_analyses(two_files, tmp_path, capsys):
 def test_cli_bad_file(tmp_path, capsys):
     p = tmp_path / "x.jsonl"
     p.write_text('{"foo": 1}\n')
-    assert main(["analyze", "collab", str(p)]) == 1
+    assert main(["analyze", "collab", str(p)]) == 2
     assert "neither a trace" in capsys.readouterr().err

@@ -171,7 +171,7 @@ def test_eval_on_ray_equals_serial(ray_instance, models, data, tmp_path, capsys,
 def test_unplaceable_jobs_are_refused_not_waited_for(ray_instance, models, data, tmp_path, capsys):
     argv = ["eval", "--large", models["a_large"], "--small", models["a_small"], "--dataset", "gsm8k", "--data", data,
             "--n", "1", "--max-new-tokens", "2", "--out", str(tmp_path / "o"), "--ray"]
-    assert main(argv + ["--device", "cuda"]) == 1  # the local instance has no GPU
+    assert main(argv + ["--device", "cuda"]) == 2  # the local instance has no GPU: refused as bad input
     assert "needs 1 GPU(s) and 1.0 CPU(s) but the Ray cluster has 0 GPU(s)" in capsys.readouterr().err
-    assert main(argv + ["--device", "cpu", "--ray-cpus-per-job", "3"]) == 1
+    assert main(argv + ["--device", "cpu", "--ray-cpus-per-job", "3"]) == 2
     assert "use --device cpu, a smaller --ray-cpus-per-job" in capsys.readouterr().err

@@ -89,9 +89,9 @@ def test_sweep_cli_model_errors(tmp_path, capsys):
     data = tmp_path / "g.jsonl"
     data.write_text(json.dumps({"question": "q", "answer": "#### 1"}) + "\n")
     base = ["sweep", "--dataset", "gsm8k", "--data", str(data)]
-    assert main(base) == 1
+    assert main(base) == 2  # bad input: exit 2, as argparse's own errors
     assert "give the models" in capsys.readouterr().err
-    assert main(base + ["--large", "L", "--small", "S", "--pair", "A", "B"]) == 1
+    assert main(base + ["--large", "L", "--small", "S", "--pair", "A", "B"]) == 2
     assert "not both" in capsys.readouterr().err
-    assert main(base + ["--large", "L", "--small", "S", "--pair-params", "7B", "1B"]) == 1
+    assert main(base + ["--large", "L", "--small", "S", "--pair-params", "7B", "1B"]) == 2
     assert "--pair-params goes with --pair" in capsys.readouterr().err

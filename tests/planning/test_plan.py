@@ -104,10 +104,10 @@ def test_cli_json_from_a_config_folder(tmp_path, capsys):
 
 
 def test_cli_errors_and_table(capsys):
-    assert main(["plan", "--large", "qwen1.5-72b", "--small", "qwen1.5-0.5b", "--gpus", "3xH100"]) == 1
+    assert main(["plan", "--large", "qwen1.5-72b", "--small", "qwen1.5-0.5b", "--gpus", "3xH100"]) == 2
     assert "num_attention_heads=64, not divisible by 3" in capsys.readouterr().err
     assert main(["plan", "--large", "qwen1.5-72b", "--small", "qwen1.5-0.5b", "--gpus", "4xH100",
-                 "--share", "oracle=2"]) == 1
+                 "--share", "oracle=2"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
     assert main(["plan", "--large", "qwen1.5-72b", "--small", "qwen1.5-0.5b", "--gpus", "1xH100"]) == 0
     assert "WARNING: does not fit: rank 0 holds 135.8 GiB" in capsys.readouterr().out  # 145 GB on one 80 GB GPU
