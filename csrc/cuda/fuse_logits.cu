@@ -179,8 +179,6 @@ __global__ void __launch_bounds__(kSplitThreads) fuse_split_kernel(FUSE_PARAMS, 
   fuse_range<kSplitThreads>(r, lo, min(lo + CH, V), wl, ws, wf, use_mask, thr);
 }
 
-inline int64_t split_cols(int64_t V, int64_t S) { return ((V + S - 1) / S + 3) / 4 * 4; }
-
 void fuse_logits_cuda(std::uintptr_t large, int64_t large_stride, int large_dtype, std::uintptr_t small,
                       int64_t small_stride, int small_dtype, std::uintptr_t small_ft, int64_t ft_stride, int ft_dtype,
                       int64_t B, int64_t V, double w_l, double w_s, double w_f, double log_alpha, std::uintptr_t out,
@@ -190,7 +188,7 @@ void fuse_logits_cuda(std::uintptr_t large, int64_t large_stride, int large_dtyp
   const float la = use_mask ? static_cast<float>(log_alpha) : 0.f;
   const void* ft = small_ft ? ptr<const void>(small_ft) : nullptr;
   if (splits > 1) {
-    const int64_t ch = split_cols(V, splits), S = (V + ch - 1) / ch;
+    const auto [ch, S] = column_splits(V, splits);
     check_workspace("fuse_logits_cuda", workspace_bytes, B * S * static_cast<int64_t>(sizeof(float)));
     const unsigned grid = static_cast<unsigned>(B * S);
     if (use_mask)
@@ -210,8 +208,7 @@ void fuse_logits_cuda(std::uintptr_t large, int64_t large_stride, int large_dtyp
 
 int64_t fuse_logits_cuda_workspace(int64_t B, int64_t V, int64_t splits) {
   if (splits <= 1) return 0;
-  const int64_t ch = split_cols(V, splits);
-  return B * ((V + ch - 1) / ch) * static_cast<int64_t>(sizeof(float));
+  return B * column_splits(V, splits).count * static_cast<int64_t>(sizeof(float));
 }
 
 FSGEN_DEF(fuse_logits_cuda, "ops.fuse_logits on CUDA (see op_args.h for the arguments)", FSGEN_FUSE_LOGITS_ARGS,

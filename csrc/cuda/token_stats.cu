@@ -230,14 +230,11 @@ __global__ void __launch_bounds__(32) token_stats_merge_kernel(const State* ws, 
   if (threadIdx.x == 0) write_stats(st, B, row, out, argmax);
 }
 
-// Columns per split for S splits of V: a multiple of 4, S' = ceil(V / CH) <= S splits in use.
-inline int64_t split_cols(int64_t V, int64_t S) { return ((V + S - 1) / S + 3) / 4 * 4; }
-
 void token_stats_cuda(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_stride, int dtype,
                       std::uintptr_t out_f32, std::uintptr_t out_argmax, int64_t splits, std::uintptr_t workspace,
                       int64_t workspace_bytes, int device, std::uintptr_t stream) {
   if (splits > 1) {
-    const int64_t ch = split_cols(V, splits), S = (V + ch - 1) / ch;
+    const auto [ch, S] = column_splits(V, splits);
     check_workspace("token_stats_cuda", workspace_bytes, B * S * static_cast<int64_t>(sizeof(State)));
     launch("token_stats_cuda", device, stream, static_cast<unsigned int>(B * S), kSplitThreads, 0,
            token_stats_split_kernel, ptr<const void>(logits), V, row_stride, dtype, S, ch, ptr<State>(workspace));
@@ -252,8 +249,7 @@ void token_stats_cuda(std::uintptr_t logits, int64_t B, int64_t V, int64_t row_s
 // Bytes of workspace token_stats_cuda needs for `splits` splits of `batch` rows (0 for one split).
 int64_t token_stats_cuda_workspace(int64_t B, int64_t V, int64_t splits) {
   if (splits <= 1) return 0;
-  const int64_t ch = split_cols(V, splits);
-  return B * ((V + ch - 1) / ch) * static_cast<int64_t>(sizeof(State));
+  return B * column_splits(V, splits).count * static_cast<int64_t>(sizeof(State));
 }
 
 FSGEN_DEF(token_stats_cuda, "ops.token_stats on CUDA (see op_args.h for the arguments)", FSGEN_TOKEN_STATS_ARGS,

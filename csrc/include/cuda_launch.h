@@ -35,6 +35,17 @@ class DeviceGuard {
   int prev_ = 0;
 };
 
+// Column splits of a row of V columns when `requested` are asked for: `cols` per split, a multiple of 4
+// (every split keeps the row's 4-element vector alignment), and the `count` <= requested non-empty ones.
+struct ColumnSplits {
+  int64_t cols, count;
+};
+
+inline ColumnSplits column_splits(int64_t V, int64_t requested) {
+  const int64_t cols = ((V + requested - 1) / requested + 3) / 4 * 4;
+  return {cols, (V + cols - 1) / cols};
+}
+
 // The caller's workspace must hold `need` bytes (fsgen_engine/ops sizes it with <op>_cuda_workspace).
 inline void check_workspace(const char* where, int64_t have, int64_t need) {
   if (have < need)

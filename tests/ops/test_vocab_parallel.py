@@ -127,13 +127,18 @@ def special_rows(V, cut):
     return x
 
 
+def sharded_special_rows(V, R, dtype, device):
+    """R ceil-div shards of V columns, the first shard boundary, and special_rows cut there."""
+    shards = ceil_div_shards(V, R)
+    cut = shards[1][0] if len(shards) > 1 else V // 2
+    return shards, cut, special_rows(V, cut).to(dtype).to(device)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("V", [7, 1000, 4501])
 @pytest.mark.parametrize("R", RANKS)
 def test_special_rows(device, V, R, dtype):
-    shards = ceil_div_shards(V, R)
-    cut = shards[1][0] if len(shards) > 1 else V // 2
-    x = special_rows(V, cut).to(dtype).to(device)
+    shards, cut, x = sharded_special_rows(V, R, dtype, device)
     for backend in backends(device, V):
         s = merged_stats(x, shards, backend)
         check(s, x, ops.token_stats(x, backend=backend))
@@ -203,9 +208,7 @@ def merged_argmax(x, shards, shuffle=False):
 @pytest.mark.parametrize("V", [7, 1000, 4501])
 @pytest.mark.parametrize("R", RANKS)
 def test_greedy_argmax_matches_unsharded(device, V, R, dtype):
-    shards = ceil_div_shards(V, R)
-    cut = shards[1][0] if len(shards) > 1 else V // 2
-    x = special_rows(V, cut).to(dtype).to(device)     # [14, V]: every special row
+    shards, cut, x = sharded_special_rows(V, R, dtype, device)     # x [14, V]: every special row
     got = merged_argmax(x, shards, shuffle=True)
     assert got.dtype == torch.int64
     assert torch.equal(got, greedy_argmax(x))
